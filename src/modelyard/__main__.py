@@ -1,0 +1,5 @@
+import sys
+
+from modelyard.cli import main
+
+sys.exit(main())
