@@ -42,8 +42,7 @@ class ImageConfig:
             "config": {"Labels": dict(self.labels)} if self.labels else {},
             "rootfs": {"type": "layers", "diff_ids": list(self.diff_ids)},
             "history": [
-                {"created_by": "modelyard pack", "comment": "model files"}
-                for _ in self.diff_ids
+                {"created_by": "modelyard pack", "comment": "model files"} for _ in self.diff_ids
             ],
         }
         if self.platform.variant:

@@ -25,7 +25,9 @@ _CODES = [
     ErrorCode("BLOB_UPLOAD_INVALID", "blob upload invalid", 400),
     ErrorCode("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404),
     ErrorCode("DIGEST_INVALID", "provided digest did not match uploaded content", 400),
-    ErrorCode("MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400),
+    ErrorCode(
+        "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400
+    ),
     ErrorCode("MANIFEST_INVALID", "manifest invalid", 400),
     ErrorCode("MANIFEST_UNKNOWN", "manifest unknown to registry", 404),
     ErrorCode("NAME_INVALID", "invalid repository name", 400),
@@ -75,8 +77,9 @@ def parse_error_body(status: int, body: bytes) -> RegistryError:
     try:
         errors = json.loads(body).get("errors") or []
         first = errors[0]
-        return RegistryError(first.get("code", "UNKNOWN"), first.get("message"),
-                             first.get("detail"), status)
+        return RegistryError(
+            first.get("code", "UNKNOWN"), first.get("message"), first.get("detail"), status
+        )
     except (ValueError, AttributeError, IndexError, TypeError):
         text = body[:200].decode("utf-8", "replace").strip()
         return RegistryError("UNKNOWN", f"HTTP {status}: {text or 'no body'}", status=status)
