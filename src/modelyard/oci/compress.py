@@ -28,8 +28,9 @@ Mode = Literal["auto", "gzip", "zstd", "none"]
 MODES: tuple[str, ...] = ("auto", "gzip", "zstd", "none")
 
 CHUNK = 4 << 20
-#: A chunk whose sample deflates to more than this fraction of its size is stored.
-STORE_RATIO = 0.90
+#: A chunk whose sample deflates to more than this fraction of its size is stored: float
+#: weights land near 0.92 (a 7% gain at 15 MB/s), int8 weights and text well below.
+STORE_RATIO = 0.85
 SAMPLE = 16 << 10
 _STORED_MAX = 0xFFFF
 # gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS unknown.

@@ -82,17 +82,13 @@ def iter_chunks(f: BinaryIO, size: int = READ_SIZE) -> Iterable[memoryview]:
 
     Each view is only valid until the next one is requested.
     """
-    buf = aligned_buffer(size)
-    view = memoryview(buf)
-    try:
-        while True:
-            n = f.readinto(view)  # type: ignore[attr-defined]
-            if not n:
-                return
-            yield view[:n]
-    finally:
-        view.release()
-        buf.close()
+    # The buffer is left to the garbage collector: a consumer may still hold a slice of it.
+    view = memoryview(aligned_buffer(size))
+    while True:
+        n = f.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            return
+        yield view[:n]
 
 
 def digest_file(path: str | Path, algorithm: str = "sha256") -> tuple[str, int]:
