@@ -74,3 +74,19 @@ class BlobUnknown(ModelyardError, KeyError):
 
     def __str__(self) -> str:
         return f"blob unknown: {self.digest}"
+
+
+class BundleError(ModelyardError, ValueError):
+    """A slim bundle or its `modelyard.json` manifest is missing or invalid."""
+
+
+class ExportError(ModelyardError, RuntimeError):
+    """A model could not be loaded, exported to ONNX or quantized."""
+
+
+class FidelityError(ModelyardError, ValueError):
+    """The optimized model strays from the original beyond the fidelity bar."""
+
+    def __init__(self, message: str, failures: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []

@@ -1,0 +1,1 @@
+"""Export, quantize and bundle models for the slim runner (needs the `export` extra)."""
