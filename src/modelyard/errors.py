@@ -76,6 +76,44 @@ class BlobUnknown(ModelyardError, KeyError):
         return f"blob unknown: {self.digest}"
 
 
+class StorageError(ModelyardError, OSError):
+    """A storage driver failed to read or write (disk full, permission, I/O error)."""
+
+
+class PathNotFound(StorageError, FileNotFoundError):
+    """A storage driver was asked for a path that does not exist."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+class RegistryUnreachable(ModelyardError, ConnectionError):
+    """A registry could not be reached (connection refused, DNS, TLS, timeouts after retries)."""
+
+    def __init__(self, registry: str, reason: str) -> None:
+        super().__init__(f"cannot reach registry {registry}: {reason}")
+        self.registry = registry
+        self.reason = reason
+
+
+class AuthenticationError(ModelyardError, PermissionError):
+    """A registry refused the credentials, or asked for credentials modelyard does not have."""
+
+    def __init__(self, registry: str, reason: str) -> None:
+        super().__init__(f"{registry}: {reason}")
+        self.registry = registry
+        self.reason = reason
+
+
+class RemoteNotFound(ModelyardError, LookupError):
+    """A registry does not hold the repository, tag, manifest or blob asked for."""
+
+    def __init__(self, what: str, reason: str = "not found") -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+
+
 class BundleError(ModelyardError, ValueError):
     """A slim bundle or its `modelyard.json` manifest is missing or invalid."""
 
@@ -90,3 +128,67 @@ class FidelityError(ModelyardError, ValueError):
     def __init__(self, message: str, failures: list[str] | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
+
+
+# --- serve (the runner) ---
+
+
+class ServeConfigError(ModelyardError, ValueError):
+    """A runner configuration (TOML/JSON file or --model flag) is invalid."""
+
+
+class ModelRefError(ModelyardError, ValueError):
+    """A model reference cannot be resolved to a directory of model files."""
+
+
+class ModelNotFound(ModelyardError, LookupError):
+    """The runner serves no model of this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown model {name!r}")
+        self.name = name
+
+
+class ModelLoadFailed(ModelyardError, RuntimeError):
+    """A model failed to load; it stays in the ERROR state with this message."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"model {name!r} failed to load: {message}")
+        self.name = name
+        self.message = message
+
+
+class ModelUnavailable(ModelyardError, RuntimeError):
+    """A model cannot take requests right now (unloading, or the runner is shutting down)."""
+
+
+class InvalidInput(ModelyardError, ValueError):
+    """A request body is malformed, empty or of the wrong type; `status` is the HTTP code."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InputTooLarge(InvalidInput):
+    """A request holds more texts, tokens or bytes than the model accepts."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=413)
+
+
+class Overloaded(ModelyardError, RuntimeError):
+    """A model's request queue is full; retry after `retry_after` seconds."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"model {name!r} is overloaded: its queue is full")
+        self.name = name
+        self.retry_after = retry_after
+
+
+class InferenceTimeout(ModelyardError, TimeoutError):
+    """A request did not get its result within the model's request timeout."""
+
+
+class InvalidEStargz(ModelyardError, ValueError):
+    """A layer announced as eStargz has no valid footer, TOC or gzip member where expected."""
