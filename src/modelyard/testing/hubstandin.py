@@ -46,9 +46,39 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 #: Suffixes the hub's default `.gitattributes` sends to LFS.
 LFS_SUFFIXES = frozenset(
-    ".7z .arrow .bin .bz2 .ckpt .ftz .gz .h5 .joblib .mlmodel .model .msgpack .npy .npz .onnx "
-    ".ot .parquet .pb .pickle .pkl .pt .pth .rar .safetensors .tar .tflite .tgz .wasm .xz .zip "
-    ".zst".split()
+    [
+        ".7z",
+        ".arrow",
+        ".bin",
+        ".bz2",
+        ".ckpt",
+        ".ftz",
+        ".gz",
+        ".h5",
+        ".joblib",
+        ".mlmodel",
+        ".model",
+        ".msgpack",
+        ".npy",
+        ".npz",
+        ".onnx",
+        ".ot",
+        ".parquet",
+        ".pb",
+        ".pickle",
+        ".pkl",
+        ".pt",
+        ".pth",
+        ".rar",
+        ".safetensors",
+        ".tar",
+        ".tflite",
+        ".tgz",
+        ".wasm",
+        ".xz",
+        ".zip",
+        ".zst",
+    ]
 )
 #: The hub refuses files of this size outside LFS.
 LFS_SIZE = 10 << 20
@@ -361,7 +391,7 @@ _TREE_RE = re.compile(
 _RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)??)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """(start, end inclusive), None for the whole file, "invalid" if unsatisfiable."""
     if not header or not header.startswith("bytes=") or "," in header:
         return None
@@ -545,9 +575,13 @@ class _CdnHandler(_Handler):
             expires = int(query["Expires"][0])
             signature = query["Signature"][0]
             repo = hub.repos[query["repo"][0]]
-            f = next(iter(c.files[query["file"][0]] for c in repo.commits.values()
-                          if query["file"][0] in c.files and c.files[query["file"][0]].sha256
-                          == sha256))
+            f = next(
+                iter(
+                    c.files[query["file"][0]]
+                    for c in repo.commits.values()
+                    if query["file"][0] in c.files and c.files[query["file"][0]].sha256 == sha256
+                )
+            )
         except (KeyError, ValueError, IndexError, StopIteration):
             self._send(403, {"Content-Type": "text/plain"}, b"AccessDenied", self.command == "HEAD")
             return
@@ -561,4 +595,3 @@ class _CdnHandler(_Handler):
             "Content-Disposition": disposition,
         }
         self._send_file(f, headers, repo.repo_id, self.command == "HEAD")
-
