@@ -23,6 +23,7 @@ from modelyard.errors import LayoutError
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.compress import MODES, media_type
 from modelyard.oci.descriptor import Descriptor, Platform
+from modelyard.oci.estargz import EStargzDigests
 from modelyard.oci.layout import Layout, fsync_dir, is_layout
 from modelyard.oci.manifest import ImageConfig, ImageIndex, ImageManifest
 from modelyard.oci.reference import validate_tag
@@ -36,7 +37,7 @@ REVISION = "org.opencontainers.image.revision"
 CREATED = "org.opencontainers.image.created"
 FILES = "dev.modelyard.model.files"
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"), Platform("linux", "arm64"))
-FORMATS = ("tar",)
+FORMATS = ("tar", "estargz")
 
 
 def _default_mtime() -> int:
@@ -68,6 +69,8 @@ class PackOptions:
             raise ValueError(f"unknown compression {self.compression!r}: one of {MODES}")
         if self.format not in FORMATS:
             raise ValueError(f"unknown layer format {self.format!r}: one of {FORMATS}")
+        if self.format == "estargz" and self.compression not in ("auto", "gzip"):
+            raise ValueError("estargz layers are gzip: use compression auto or gzip")
         if self.threshold < 1:
             raise ValueError("threshold must be positive")
         if not self.platforms:
@@ -115,6 +118,8 @@ def _layer_descriptor(result: LayerResult, options: PackOptions) -> Descriptor:
     annotations = {}
     if result.plan.title:
         annotations[TITLE] = result.plan.title
+    if isinstance(result.digests, EStargzDigests):
+        annotations.update(result.digests.annotations)
     return Descriptor(
         media_type(options.compression), result.digests.digest, result.digests.size, annotations
     )
@@ -135,7 +140,13 @@ def _write_layers(
         try:
             with f:
                 result = write_layer(
-                    plan, f, options.compression, options.level, options.mtime, safe_progress
+                    plan,
+                    f,
+                    options.compression,
+                    options.level,
+                    options.mtime,
+                    safe_progress,
+                    options.format,
                 )
                 f.flush()
                 os.fsync(f.fileno())
