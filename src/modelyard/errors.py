@@ -192,3 +192,56 @@ class InferenceTimeout(ModelyardError, TimeoutError):
 
 class InvalidEStargz(ModelyardError, ValueError):
     """A layer announced as eStargz has no valid footer, TOC or gzip member where expected."""
+
+
+class HubError(ModelyardError):
+    """A Hugging Face Hub import failed. Subclasses: HubRepoNotFound, HubRevisionNotFound,
+    HubEntryNotFound (LookupError), HubGated (PermissionError), HubNotCached
+    (FileNotFoundError), HubUnavailable (ConnectionError)."""
+
+
+class HubRepoNotFound(HubError, LookupError):
+    """The hub has no such model, or it is private and no valid token was sent."""
+
+    def __init__(self, repo_id: str) -> None:
+        super().__init__(
+            f"model {repo_id} not found on the hub (if it is private, set HF_TOKEN to a token "
+            "that can read it)"
+        )
+        self.repo_id = repo_id
+
+
+class HubRevisionNotFound(HubError, LookupError):
+    """The model exists but the branch, tag or commit does not."""
+
+    def __init__(self, repo_id: str, revision: str) -> None:
+        super().__init__(f"revision {revision!r} not found in model {repo_id}")
+        self.repo_id = repo_id
+        self.revision = revision
+
+
+class HubEntryNotFound(HubError, LookupError):
+    """A file is missing from the model, or no file matches the include/exclude patterns."""
+
+
+class HubGated(HubError, PermissionError):
+    """The model is gated: a token of an account that accepted its conditions is needed."""
+
+    def __init__(self, repo_id: str, has_token: bool) -> None:
+        how = (
+            "the token in HF_TOKEN has no access: accept the model's conditions on its hub page "
+            "with that account"
+            if has_token
+            else "a token is needed: accept the model's conditions on its hub page, create a "
+            "read token and set HF_TOKEN=hf_... (or run `hf auth login`)"
+        )
+        super().__init__(f"model {repo_id} is gated; {how}")
+        self.repo_id = repo_id
+
+
+class HubNotCached(HubError, FileNotFoundError):
+    """Offline (HF_HUB_OFFLINE=1) and the files are not in the local Hugging Face cache."""
+
+
+class HubUnavailable(HubError, ConnectionError):
+    """The hub could not be reached or answered with an error."""
