@@ -1,0 +1,135 @@
+"""`modelyard push` and `modelyard pull`: move images between a layout and a registry."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+_TRANSPORT_OPTIONS = [
+    click.option(
+        "--plain-http",
+        is_flag=True,
+        default=None,
+        help="Speak HTTP, not HTTPS (the default for localhost and 127.0.0.1 anyway).",
+    ),
+    click.option(
+        "--insecure", is_flag=True, help="Use HTTPS without verifying the TLS certificate."
+    ),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
+]
+
+
+def _transport_options(fn: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed(_TRANSPORT_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _platform(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from modelyard.oci.descriptor import Platform
+
+    try:
+        Platform.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--platform") from exc
+    return value
+
+
+@click.command("push")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("ref")
+@click.option("--tag", "-t", help="Which image of the layout to push (its tag in index.json).")
+@_transport_options
+def push(
+    path: str,
+    ref: str,
+    tag: str | None,
+    plain_http: bool | None,
+    insecure: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Push an OCI layout, or a model directory (packed on the fly), to REF.
+
+    \b
+    REF is host[:port]/org/name[:tag]. Blobs the registry already has are skipped, so pushing
+    a new revision of a model sends only the layers that changed.
+    \b
+    Examples:
+      modelyard push ./bert.oci localhost:5000/org/bert:v1
+      modelyard push ./my-model localhost:5000/org/my-model:v2 --json
+    """
+    from modelyard.client.push import push as do_push
+
+    result = do_push(
+        path, ref, tag=tag, quiet=quiet or as_json, plain_http=plain_http, insecure=insecure
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    mb = result.bytes_uploaded / 1e6
+    speed = mb / result.seconds if result.seconds > 0 else 0.0
+    click.echo(
+        f"pushed {result.reference}\n"
+        f"digest {result.digest}\n"
+        f"{result.blobs_uploaded} blobs uploaded ({mb:.1f} MB, {speed:.0f} MB/s), "
+        f"{result.blobs_skipped} already there, {result.blobs_mounted} mounted"
+    )
+
+
+@click.command("pull")
+@click.argument("ref")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="OCI layout directory to pull into (created if absent).",
+)
+@click.option("--tag", "-t", help="Tag in the layout (default: REF's tag, else latest).")
+@click.option(
+    "--platform",
+    callback=lambda ctx, param, value: _platform(value),
+    help="Pull only this image of an index, as os/arch[/variant].",
+)
+@_transport_options
+def pull(
+    ref: str,
+    output: str,
+    tag: str | None,
+    platform: str | None,
+    plain_http: bool | None,
+    insecure: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Pull REF into an OCI image layout, verifying every blob.
+
+    \b
+    Example:
+      modelyard pull localhost:5000/org/bert:v1 -o ./bert.oci
+    """
+    from modelyard.client.pull import pull as do_pull
+
+    result = do_pull(
+        ref,
+        output,
+        tag=tag,
+        platform=platform,
+        quiet=quiet or as_json,
+        plain_http=plain_http,
+        insecure=insecure,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(
+        f"pulled {result.reference} into {result.layout} (tag {result.tag})\n"
+        f"digest {result.digest}\n"
+        f"{result.blobs_downloaded} blobs downloaded ({result.bytes_downloaded / 1e6:.1f} MB), "
+        f"{result.blobs_present} already present"
+    )

@@ -1,0 +1,296 @@
+"""Registry credentials and the two auth schemes registries use: Basic and Docker's bearer tokens.
+
+Credentials come from the files Docker and the containers tools (skopeo, podman, buildah) write
+on `login`, first match wins:
+
+1. `$REGISTRY_AUTH_FILE`
+2. `$XDG_RUNTIME_DIR/containers/auth.json`
+3. `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`
+
+Each holds `{"auths": {"host[:port]": {"auth": base64("user:password")}}}` (or `username` and
+`password` fields). The token flow is Docker's: a 401 with
+`WWW-Authenticate: Bearer realm="...",service="...",scope="..."` sends the client to the realm
+for a token (with the credentials, if any), cached per scope until it expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelyard.errors import AuthenticationError
+
+DOCKER_HUB = "docker.io"
+#: The key `docker login` writes for Docker Hub.
+_DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io")
+#: Tokens are refreshed this many seconds before they expire.
+_EXPIRY_MARGIN = 10.0
+_DEFAULT_TOKEN_LIFETIME = 60.0
+
+_PARAM_RE = re.compile(r'([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def basic_header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One parsed `WWW-Authenticate` challenge."""
+
+    scheme: str  # lowercase: "basic" or "bearer"
+    params: dict[str, str]
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """Parse `Bearer realm="https://auth/token",service="reg",scope="repository:a:pull"`.
+
+    Returns None for an empty or unparseable header.
+    """
+    header = header.strip()
+    if not header:
+        return None
+    scheme, _, rest = header.partition(" ")
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)).replace(
+            '\\"', '"'
+        )
+        for m in _PARAM_RE.finditer(rest)
+    }
+    return Challenge(scheme.lower(), params)
+
+
+def _config_files() -> list[Path]:
+    files: list[Path] = []
+    if env := os.environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(env))
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        files.append(Path(runtime) / "containers" / "auth.json")
+    docker_dir = os.environ.get("DOCKER_CONFIG")
+    files.append(
+        Path(docker_dir) / "config.json" if docker_dir else Path.home() / ".docker" / "config.json"
+    )
+    return files
+
+
+def _normalize_key(key: str) -> str:
+    """`https://host:5000/v1/` -> `host:5000`, as Docker matches `auths` keys."""
+    key = key.strip()
+    for prefix in ("https://", "http://"):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key.split("/", 1)[0]
+
+
+def _entry_credentials(entry: Any, source: Path) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("username") and entry.get("password") is not None:
+        return Credentials(str(entry["username"]), str(entry["password"]))
+    auth = entry.get("auth")
+    if not auth:
+        return None
+    try:
+        decoded = base64.b64decode(auth, validate=False).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthenticationError(
+            "credentials", f"the 'auth' entry in {source} is not base64 of 'user:password'"
+        ) from exc
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise AuthenticationError(
+            "credentials", f"the 'auth' entry in {source} is not base64 of 'user:password'"
+        )
+    return Credentials(user, password)
+
+
+def find_credentials(registry: str) -> Credentials | None:
+    """Credentials for `registry` (`host[:port]`) from the login files, or None.
+
+    Raises:
+        AuthenticationError: an entry for this registry exists but cannot be decoded.
+    """
+    wanted = {registry}
+    if registry in (DOCKER_HUB, *_DOCKER_HUB_KEYS):
+        wanted |= {DOCKER_HUB, *(_normalize_key(k) for k in _DOCKER_HUB_KEYS)}
+    for path in _config_files():
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            continue  # a broken file of another tool should not stop a pull that needs no auth
+        auths = doc.get("auths") if isinstance(doc, dict) else None
+        if not isinstance(auths, dict):
+            continue
+        for key, entry in auths.items():
+            if _normalize_key(key) in wanted:
+                creds = _entry_credentials(entry, path)
+                if creds is not None:
+                    return creds
+    return None
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class Authenticator:
+    """Remembers what a registry asked for and produces the Authorization header per scope.
+
+    Thread-safe: push uploads blobs from several threads through one authenticator.
+    """
+
+    def __init__(
+        self,
+        registry: str,
+        credentials: Credentials | Callable[[], Credentials | None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self._credentials_source = credentials
+        self._credentials_loaded = not callable(credentials)
+        self._credentials: Credentials | None = None if callable(credentials) else credentials
+        self._challenge: Challenge | None = None
+        self._tokens: dict[str, _Token] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def credentials(self) -> Credentials | None:
+        if not self._credentials_loaded:
+            source = self._credentials_source
+            assert callable(source)
+            self._credentials = source()
+            self._credentials_loaded = True
+        return self._credentials
+
+    def header(self, scope: str) -> str | None:
+        """The Authorization header to send for `scope`, if one is known without a round trip."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            creds = self.credentials
+            return creds.basic_header() if creds else None
+        if challenge.scheme == "bearer":
+            with self._lock:
+                token = self._tokens.get(scope)
+            if token and token.expires_at > time.monotonic():
+                return f"Bearer {token.value}"
+        return None
+
+    def needs_token(self, scope: str) -> bool:
+        """True when the registry uses bearer tokens and none is cached for `scope`."""
+        return (
+            self._challenge is not None
+            and self._challenge.scheme == "bearer"
+            and self.header(scope) is None
+        )
+
+    def on_challenge(
+        self, response: httpx.Response, scope: str, client: httpx.Client, sent_auth: bool
+    ) -> None:
+        """Handle a 401: learn the scheme, fetch a token if needed. The caller then retries.
+
+        Raises:
+            AuthenticationError: no usable challenge, no credentials, or credentials refused.
+        """
+        header = response.headers.get("www-authenticate", "")
+        challenge = parse_challenge(header)
+        if challenge is None or challenge.scheme not in ("basic", "bearer"):
+            raise AuthenticationError(
+                self.registry, f"authentication required, unsupported challenge {header!r}"
+            )
+        creds = self.credentials
+        if challenge.scheme == "basic":
+            if creds is None:
+                raise AuthenticationError(self.registry, self._no_credentials())
+            if sent_auth and self._challenge is not None and self._challenge.scheme == "basic":
+                raise AuthenticationError(
+                    self.registry, f"credentials for user {creds.username!r} were refused"
+                )
+            self._challenge = challenge
+            return
+        if sent_auth and self._challenge is not None and self._challenge.scheme == "bearer":
+            # A fresh token was refused: the token is valid but lacks this scope.
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise AuthenticationError(self.registry, f"{who} is not allowed {scope}")
+        self._challenge = challenge
+        self.fetch_token(scope, client)
+
+    def fetch_token(self, scope: str, client: httpx.Client) -> None:
+        """Ask the realm of the last bearer challenge for a token covering `scope`.
+
+        Raises:
+            AuthenticationError: the realm refused the credentials or answered garbage.
+        """
+        challenge = self._challenge
+        assert challenge is not None and challenge.scheme == "bearer"
+        realm = challenge.realm
+        if not realm:
+            raise AuthenticationError(self.registry, "bearer challenge without a realm")
+        params: list[tuple[str, str]] = []
+        if service := challenge.params.get("service"):
+            params.append(("service", service))
+        params.extend(("scope", s) for s in scope.split(" ") if s)
+        headers = {}
+        creds = self.credentials
+        if creds is not None:
+            headers["Authorization"] = creds.basic_header()
+        try:
+            resp = client.get(realm, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise AuthenticationError(
+                self.registry, f"token service {realm} unreachable: {exc}"
+            ) from exc
+        if resp.status_code in (401, 403):
+            if creds is None:
+                raise AuthenticationError(self.registry, self._no_credentials())
+            raise AuthenticationError(
+                self.registry, f"credentials for user {creds.username!r} were refused"
+            )
+        if resp.status_code != 200:
+            raise AuthenticationError(
+                self.registry, f"token service {realm} answered HTTP {resp.status_code}"
+            )
+        try:
+            body = resp.json()
+            value = body.get("token") or body.get("access_token")
+            lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise AuthenticationError(
+                self.registry, f"token service {realm} answered invalid JSON"
+            ) from exc
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError(self.registry, f"token service {realm} gave no token")
+        expires = time.monotonic() + max(lifetime - _EXPIRY_MARGIN, 1.0)
+        with self._lock:
+            self._tokens[scope] = _Token(value, expires)
+
+    def _no_credentials(self) -> str:
+        return (
+            "authentication required and no credentials found; log in with "
+            f"`skopeo login {self.registry}` or `docker login {self.registry}` "
+            "(or set DOCKER_CONFIG / REGISTRY_AUTH_FILE)"
+        )
