@@ -1,0 +1,138 @@
+"""The shared half of the built-in text pipelines: tokenizer + onnxruntime session.
+
+Requests are tokenized on arrival (to count their tokens for batching) and padded per batch, to
+the longest sequence of that batch only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.errors import InputTooLarge, InvalidInput, ModelRefError
+from modelyard.serve.config import ModelConfig
+from modelyard.serve.modelfiles import ModelFiles
+from modelyard.serve.pipelines.base import Pipeline, Prepared
+
+TEXTS_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    ]
+}
+
+
+@dataclass
+class TextRequest:
+    encodings: list[Any]
+    parameters: dict[str, Any]
+
+
+def parse_texts(value: Any, limit: int, max_chars: int) -> list[str]:
+    """A list of texts from a string or a list of strings, checked against the limits."""
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list):
+        texts = value
+    else:
+        raise InvalidInput("inputs must be a string or a list of strings", 422)
+    if not texts:
+        raise InvalidInput("inputs is empty: give at least one text", 400)
+    if not all(isinstance(t, str) for t in texts):
+        raise InvalidInput("inputs must be a string or a list of strings", 422)
+    if len(texts) > limit:
+        raise InputTooLarge(f"{len(texts)} texts in one request; the limit is {limit}")
+    longest = max(len(t) for t in texts)
+    if longest > max_chars:
+        raise InputTooLarge(f"a text of {longest} characters; the limit is {max_chars}")
+    return texts
+
+
+class TextOnnxPipeline(Pipeline):
+    def __init__(self, files: ModelFiles, config: ModelConfig) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.files = files
+        self.config = config
+        self.max_length = config.max_length or files.max_length
+        side = config.truncation_side or files.truncation_side
+        try:
+            self.tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        except Exception as exc:  # tokenizers raises plain Exception on bad files
+            raise ModelRefError(f"cannot load {files.tokenizer}: {exc}") from exc
+        # Files like MiniLM's carry fixed padding/truncation; padding is done per batch here.
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length, direction=side)
+        self.pad_id = self._pad_id()
+        options = ort.SessionOptions()
+        if config.threads:
+            options.intra_op_num_threads = config.threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(files.model), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own non-exported exception types
+            raise ModelRefError(f"cannot load {files.model}: {exc}") from exc
+        declared = [i.name for i in self.session.get_inputs()]
+        self.input_names = [n for n in declared if n in (files.inputs or declared)]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _pad_id(self) -> int:
+        if self.files.pad_id is not None:
+            return self.files.pad_id
+        for token in ("[PAD]", "<pad>", "<PAD>"):
+            found = self.tokenizer.token_to_id(token)
+            if found is not None:
+                return int(found)
+        return 0
+
+    def prepare(self, payload: Any) -> Prepared:
+        if not isinstance(payload, dict) or "inputs" not in payload:
+            raise InvalidInput("body must be an object with 'inputs' (a string or strings)", 422)
+        params = payload.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput("parameters must be an object", 422)
+        texts = parse_texts(payload["inputs"], self.config.max_inputs, self.config.max_text_chars)
+        encodings = self.tokenizer.encode_batch(texts)
+        tokens = sum(len(e.ids) for e in encodings)
+        return Prepared(TextRequest(encodings, self.check_parameters(params)), len(texts), tokens)
+
+    def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def feed(self, encodings: list[Any]) -> dict[str, Any]:
+        import numpy as np
+
+        length = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), length), dtype=np.int64)
+        types = np.zeros((len(encodings), length), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = 1
+            types[row, :n] = enc.type_ids
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: arrays[name] for name in self.input_names if name in arrays}
+
+    def run(self, batch: list[Prepared]) -> list[Any]:
+        encodings = [e for p in batch for e in p.value.encodings]
+        feed = self.feed(encodings)
+        outputs = self.infer(feed)
+        results = []
+        start = 0
+        for p in batch:
+            results.append(self.finish(outputs, start, start + p.rows, p.value.parameters))
+            start += p.rows
+        return results
+
+    def infer(self, feed: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def finish(self, outputs: Any, start: int, stop: int, params: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        del self.session
