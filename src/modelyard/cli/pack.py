@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -22,8 +21,10 @@ def parse_size(value: str) -> int:
 
 
 def default_layout_dir(ref: Reference) -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(base) / "modelyard" / "layouts" / ref.name.replace("/", "_")
+    """Where `pack` writes without -o: `$XDG_DATA_HOME/modelyard/layouts/<org_name>`."""
+    from modelyard.paths import data_dir
+
+    return data_dir() / "layouts" / ref.name.replace("/", "_")
 
 
 @click.command()
