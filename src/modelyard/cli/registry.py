@@ -1,0 +1,132 @@
+"""`modelyard registry serve|gc`: run the OCI registry, collect its garbage."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+
+import click
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {addr!r}", param_hint="--addr")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.group("registry")
+def registry() -> None:
+    """An OCI Distribution v1.1 registry on a local directory."""
+
+
+@registry.command("serve")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Storage directory [default: $XDG_DATA_HOME/modelyard/registry].",
+)
+@click.option("--addr", default="127.0.0.1:5000", show_default=True, help="HOST:PORT to bind.")
+@click.option(
+    "--htpasswd",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Require users from this htpasswd file (bcrypt or {SHA} entries).",
+)
+@click.option(
+    "--policy",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TOML file of per-repository permissions (needs --htpasswd).",
+)
+@click.option("--anonymous-pull", is_flag=True, help="With --htpasswd: let anyone pull.")
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--server",
+    default="granian",
+    show_default=True,
+    type=click.Choice(["granian", "uvicorn"]),
+    help="ASGI server (granian sends blobs zero-copy).",
+)
+def serve(
+    root: str | None,
+    addr: str,
+    htpasswd: str | None,
+    policy: str | None,
+    anonymous_pull: bool,
+    log_level: str,
+    server: str,
+) -> None:
+    """Serve the registry until interrupted.
+
+    \b
+    Example:
+      modelyard registry serve --addr 127.0.0.1:5000
+      skopeo copy --dest-tls-verify=false oci:./layout docker://127.0.0.1:5000/org/model:v1
+    """
+    from modelyard.paths import registry_root
+    from modelyard.registry.server import run
+
+    host, port = _split_addr(addr)
+    if policy and not htpasswd:
+        raise click.UsageError("--policy needs --htpasswd")
+    if not htpasswd and not _is_loopback(host):
+        click.echo(f"warning: serving {host} without --htpasswd: anyone can push", err=True)
+    storage = root or str(registry_root())
+    click.echo(f"modelyard registry on http://{host}:{port} (storage {storage})", err=True)
+    run(storage, host, port, htpasswd, policy, anonymous_pull, server, log_level)
+
+
+@registry.command("gc")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Storage directory [default: $XDG_DATA_HOME/modelyard/registry].",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted, delete nothing.")
+@click.option(
+    "--grace",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Keep content and uploads younger than this many seconds.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def gc(root: str | None, dry_run: bool, grace: float, as_json: bool) -> None:
+    """Delete manifests and blobs that no tag reaches, and stale uploads.
+
+    Safe while the registry runs: anything younger than --grace is kept, so blobs of a push
+    in progress (not yet referenced by a manifest) survive.
+    """
+    from modelyard.paths import registry_root
+    from modelyard.registry.gc import collect
+    from modelyard.storage.local import LocalDriver
+
+    report = collect(LocalDriver(root or registry_root()), grace=grace, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb}: {len(report.manifests)} manifests, {len(report.blobs)} blobs "
+        f"({report.freed_bytes} bytes), {len(report.uploads)} uploads, "
+        f"{len(report.links)} repository links",
+        file=sys.stdout,
+    )

@@ -1,0 +1,161 @@
+"""The registry as an ASGI application: route, authorize, call a handler, write errors.
+
+Routing is a short table of regular expressions rather than starlette's router because
+repository names contain slashes (`/v2/org/team/model/manifests/v1`): the name is whatever
+precedes the last API keyword, then validated against the spec's grammar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from modelyard.registry.auth import Authorizer
+from modelyard.registry.errcodes import RegistryError
+from modelyard.registry.handlers import blobs, listing, manifests, referrers, uploads
+from modelyard.registry.handlers.base import API_VERSION_HEADER, Ctx, Handler, error_response
+from modelyard.registry.service import Registry, check_name
+from modelyard.storage.local import LocalDriver
+
+log = logging.getLogger("modelyard.registry")
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: re.Pattern[str]
+    methods: dict[str, tuple[Handler, str]]  # method -> (handler, action needed)
+
+
+def _route(pattern: str, **methods: tuple[Handler, str]) -> Route:
+    return Route(re.compile(f"^/v2/(?P<name>.+)/{pattern}$"), methods)
+
+
+ROUTES = [
+    _route(
+        r"manifests/(?P<reference>[^/]+)",
+        GET=(manifests.get_manifest, "pull"),
+        HEAD=(manifests.get_manifest, "pull"),
+        PUT=(manifests.put_manifest, "push"),
+        DELETE=(manifests.delete_manifest, "delete"),
+    ),
+    _route(
+        r"blobs/uploads/?",
+        POST=(uploads.start_upload, "push"),
+    ),
+    _route(
+        r"blobs/uploads/(?P<uuid>[^/]+)",
+        GET=(uploads.get_upload, "push"),
+        PATCH=(uploads.patch_upload, "push"),
+        PUT=(uploads.put_upload, "push"),
+        DELETE=(uploads.delete_upload, "push"),
+    ),
+    _route(
+        r"blobs/(?P<digest>[^/]+)",
+        GET=(blobs.get_blob, "pull"),
+        HEAD=(blobs.get_blob, "pull"),
+        DELETE=(blobs.delete_blob, "delete"),
+    ),
+    _route(r"tags/list", GET=(listing.list_tags, "pull")),
+    _route(r"referrers/(?P<digest>[^/]+)", GET=(referrers.list_referrers, "pull")),
+]
+
+
+class RegistryApp:
+    """ASGI callable serving the distribution API over a `Registry`."""
+
+    def __init__(self, registry: Registry, authorizer: Authorizer | None = None) -> None:
+        self.registry = registry
+        self.auth = authorizer or Authorizer()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self._dispatch(request)
+        except RegistryError as err:
+            if err.status == 401 and "WWW-Authenticate" not in err.headers:
+                err.headers["WWW-Authenticate"] = self.auth.challenge(_realm(request)).headers[
+                    "WWW-Authenticate"
+                ]
+            response = error_response(err, head=request.method == "HEAD")
+        except Exception as exc:  # a bug or a storage failure: still a spec error body
+            log.exception("internal error on %s %s", request.method, request.url.path)
+            response = error_response(RegistryError("UNKNOWN", str(exc)))
+        await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, request: Request) -> Response:
+        path = request.url.path
+        method = request.method
+        identity = self.auth.identify(request.headers.get("authorization"))
+        realm = _realm(request)
+        if path in ("/v2", "/v2/"):
+            if not self.auth.open and identity.user is None and identity.scopes is None:
+                # Docker clients learn where to get tokens from this answer.
+                raise self.auth.challenge(realm)
+            return Response(b"{}", 200, API_VERSION_HEADER, media_type="application/json")
+        if path == "/token":
+            scopes = request.query_params.getlist("scope")
+            token = self.auth.issue_token(request.headers.get("authorization"), scopes)
+            return Response(json.dumps(token).encode(), 200, media_type="application/json")
+        if path == "/v2/_catalog":
+            self.auth.check(identity, "registry", "catalog", "*", realm)
+            return await listing.catalog(Ctx(request, self.registry, {}))
+        for route in ROUTES:
+            m = route.pattern.match(path)
+            if m is None:
+                continue
+            entry = route.methods.get(method)
+            if entry is None:
+                raise RegistryError("UNSUPPORTED", f"{method} is not allowed here", status=405)
+            handler, action = entry
+            params = m.groupdict()
+            name = check_name(params.pop("name"))
+            self.auth.check(identity, "repository", name, action, realm)
+
+            def can_pull(source: str, identity: object = identity) -> bool:
+                try:
+                    self.auth.check(identity, "repository", source, "pull", realm)  # type: ignore[arg-type]
+                except RegistryError:
+                    return False
+                return True
+
+            return await handler(Ctx(request, self.registry, params, name, can_pull))
+        raise RegistryError("NAME_UNKNOWN", f"no API endpoint at {path}", status=404)
+
+
+def _realm(request: Request) -> str:
+    host = request.headers.get("host") or "localhost"
+    return f"{request.url.scheme}://{host}/token"
+
+
+def create_app(
+    root: str | Path,
+    htpasswd: str | Path | None = None,
+    policy: str | Path | None = None,
+    anonymous_pull: bool = False,
+) -> RegistryApp:
+    """The registry app over a local directory. Example:
+
+    uvicorn --factory ... or `modelyard registry serve --root DIR`
+    """
+    return RegistryApp(Registry(LocalDriver(root)), Authorizer(htpasswd, policy, anonymous_pull))

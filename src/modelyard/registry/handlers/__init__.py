@@ -1,0 +1,1 @@
+"""HTTP handlers of the registry, one module per API area."""
