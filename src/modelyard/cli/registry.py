@@ -64,6 +64,20 @@ def registry() -> None:
     type=click.Choice(["granian", "uvicorn"]),
     help="ASGI server (granian sends blobs zero-copy).",
 )
+@click.option(
+    "--hf-proxy",
+    is_flag=True,
+    help="Pull-through from the Hugging Face Hub: a pull of hf/ORG/NAME:REVISION imports the "
+    "model on first request (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE apply).",
+)
+@click.option(
+    "--hf-ttl",
+    type=click.FloatRange(0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --hf-proxy: re-resolve moving revisions (main) after this long.",
+)
 def serve(
     root: str | None,
     addr: str,
@@ -72,6 +86,8 @@ def serve(
     anonymous_pull: bool,
     log_level: str,
     server: str,
+    hf_proxy: bool,
+    hf_ttl: float,
 ) -> None:
     """Serve the registry until interrupted.
 
@@ -90,7 +106,13 @@ def serve(
         click.echo(f"warning: serving {host} without --htpasswd: anyone can push", err=True)
     storage = root or str(registry_root())
     click.echo(f"modelyard registry on http://{host}:{port} (storage {storage})", err=True)
-    run(storage, host, port, htpasswd, policy, anonymous_pull, server, log_level)
+    if hf_proxy:  # hub pull-through
+        import importlib.util
+
+        if importlib.util.find_spec("huggingface_hub") is None:
+            raise click.UsageError("--hf-proxy needs the hf extra: pip install 'modelyard[hf]'")
+    ttl = hf_ttl if hf_proxy else None
+    run(storage, host, port, htpasswd, policy, anonymous_pull, server, log_level, ttl)
 
 
 @registry.command("gc")

@@ -407,6 +407,33 @@ def import_model(
     """
     settings = settings or HubSettings.from_env()
     resolved = resolve(source, settings)
+    return import_resolved(
+        resolved,
+        output,
+        tag=tag,
+        include=include,
+        exclude=exclude,
+        settings=settings,
+        options=options,
+        progress=progress,
+    )
+
+
+def import_resolved(
+    resolved: Resolved,
+    output: str | Path,
+    *,
+    tag: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    settings: HubSettings | None = None,
+    options: PackOptions | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """`import_model` after `resolve`: for callers that resolve first (the registry's
+    pull-through decides from the commit whether an import is needed at all)."""
+    settings = settings or HubSettings.from_env()
+    source = HubSource(resolved.repo_id, resolved.revision)
     chosen = select(resolved.files, include, exclude)
     if not chosen:
         patterns = " ".join(

@@ -153,9 +153,18 @@ def create_app(
     htpasswd: str | Path | None = None,
     policy: str | Path | None = None,
     anonymous_pull: bool = False,
+    hf_ttl: float | None = None,
 ) -> RegistryApp:
     """The registry app over a local directory. Example:
 
     uvicorn --factory ... or `modelyard registry serve --root DIR`
+
+    `hf_ttl`: serve `hf/ORG/NAME:REV` by pull-through from the Hugging Face Hub, re-resolving
+    moving revisions after that many seconds (see `modelyard.hub.proxy`); None: off.
     """
-    return RegistryApp(Registry(LocalDriver(root)), Authorizer(htpasswd, policy, anonymous_pull))
+    registry = Registry(LocalDriver(root))
+    if hf_ttl is not None:  # hub pull-through
+        from modelyard.hub.proxy import HubProxy
+
+        registry.pull_through = HubProxy(registry, ttl=hf_ttl).ensure
+    return RegistryApp(registry, Authorizer(htpasswd, policy, anonymous_pull))

@@ -33,6 +33,7 @@ def run(
     anonymous_pull: bool = False,
     server: str = "granian",
     log_level: str = "warning",
+    hf_ttl: float | None = None,
 ) -> None:
     """Serve until interrupted. Configuration errors surface here, before the server starts."""
     config: dict[str, Any] = {
@@ -40,6 +41,7 @@ def run(
         "htpasswd": str(htpasswd) if htpasswd else None,
         "policy": str(policy) if policy else None,
         "anonymous_pull": anonymous_pull,
+        "hf_ttl": hf_ttl,  # hub pull-through
     }
     app = create_app(**config)  # validates the htpasswd and policy files
     if server == "uvicorn":

@@ -27,7 +27,7 @@ import json
 import re
 import uuid as uuidlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from modelyard.errors import InvalidDigest, InvalidManifest, InvalidReference, PathNotFound
@@ -98,6 +98,9 @@ class Registry:
         # Manifests are immutable per digest: caching their bytes is always correct.
         self._manifests: OrderedDict[str, ManifestInfo] = OrderedDict()
         self._cache_size = manifest_cache
+        # hub pull-through (modelyard.hub.proxy): awaited with (name, reference) before a
+        # manifest lookup, so it can import the image first. None: no pull-through.
+        self.pull_through: Callable[[str, str], Awaitable[None]] | None = None
 
     # ---- blobs -------------------------------------------------------------------------
 

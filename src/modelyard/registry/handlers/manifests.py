@@ -27,6 +27,8 @@ def _accepts(accept: str | None, media_type: str) -> bool:
 
 async def get_manifest(ctx: Ctx) -> Response:
     reference = ctx.params["reference"]
+    if ctx.registry.pull_through is not None:  # hub pull-through (modelyard.hub.proxy)
+        await ctx.registry.pull_through(ctx.name, reference)
     info = ctx.registry.get_manifest(ctx.name, reference)
     accept = ", ".join(ctx.request.headers.getlist("accept"))
     if not _accepts(accept, info.media_type):
