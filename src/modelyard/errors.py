@@ -245,3 +245,16 @@ class HubNotCached(HubError, FileNotFoundError):
 
 class HubUnavailable(HubError, ConnectionError):
     """The hub could not be reached or answered with an error."""
+
+
+class FileNotInImage(RemoteNotFound, FileNotFoundError):
+    """An image holds no file at the path asked for (file-level pull, `modelyard.open`)."""
+
+    def __init__(self, image: str, path: str) -> None:
+        super().__init__(f"{image}: {path}", "no such file in the image")
+        self.image = image
+        self.path = path
+
+
+class InvalidLayer(ModelyardError, ValueError):
+    """A layer blob cannot be read as the tar (or tar+gzip) its media type announces."""

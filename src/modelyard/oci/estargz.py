@@ -395,6 +395,8 @@ class Toc:
     offset: int
     entries: tuple[dict[str, Any], ...]
     files: dict[str, TocFile]
+    #: The TOC JSON exactly as it was read (and verified).
+    raw: bytes = b""
 
     def names(self) -> list[str]:
         return [e["name"] for e in self.entries if e.get("type") != "chunk"]
@@ -486,7 +488,7 @@ def parse_toc(toc_json: bytes, toc_offset: int, expected_digest: str | None = No
             )
         )
     finish()
-    return Toc(digest, toc_offset, tuple(entries), files)
+    return Toc(digest, toc_offset, tuple(entries), files, toc_json)
 
 
 def decompress_member(data: bytes, skip: int, size: int) -> bytes:
@@ -553,8 +555,20 @@ def verify_chunk(file: TocFile, chunk: Chunk, data: bytes) -> None:
 
 
 def chunk_from_member(file: TocFile, chunk: Chunk, member: bytes) -> bytes:
-    """Decompress and verify one chunk from the bytes [chunk.offset, chunk.end) of the blob."""
-    data = decompress_member(member, chunk.inner_offset, chunk.size)
+    """Decompress and verify one chunk from the bytes [chunk.offset, chunk.end) of the blob.
+
+    Raises:
+        DigestMismatch: the bytes are not the chunk the (verified) TOC describes, whether they
+            still decompress (a wrong chunk digest) or not (a broken gzip member).
+    """
+    try:
+        data = decompress_member(member, chunk.inner_offset, chunk.size)
+    except InvalidEStargz as exc:
+        if chunk.digest is None:
+            raise
+        raise DigestMismatch(
+            chunk.digest, f"undecodable bytes ({exc})", f"{file.name} chunk at {chunk.chunk_offset}"
+        ) from exc
     verify_chunk(file, chunk, data)
     return data
 

@@ -1,0 +1,250 @@
+"""A content-addressed local cache, shared by every model, revision and process.
+
+Entries are files named by the sha256 of their content (`blobs/sha256/<hex>`): whole model
+files, eStargz chunks and TOCs alike, so the same bytes are stored once whichever image or
+layer they came from. Rules that make sharing safe:
+
+- An entry appears only by `rename` of a complete, verified temp file: readers never see a
+  partial entry, and two processes writing the same entry both write the same bytes.
+- Eviction holds an exclusive `flock` on `lock`; materialising a file (hard link, reflink or
+  copy) holds it shared, so an entry is never removed between lookup and link.
+- Least recently used entries are evicted first when the total passes `max_size`; use sets
+  the access time explicitly, so the order does not depend on the file system's atime mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from modelyard.errors import DigestMismatch
+from modelyard.oci.digest import Digest
+
+#: Default size bound: 20 GiB, or $MODELYARD_CACHE_SIZE (bytes, or with a K/M/G suffix).
+DEFAULT_MAX_SIZE = 20 << 30
+_FICLONE = 0x40049409
+
+
+def _parse_size(value: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = value.strip().upper().removesuffix("B").removesuffix("I")
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return int(value)
+
+
+def default_root() -> Path:
+    from modelyard.paths import cache_dir
+
+    return cache_dir() / "content"
+
+
+def _reflink(src: Path, dst: Path) -> bool:
+    try:
+        with open(src, "rb") as s, open(dst, "wb") as d:
+            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+        return True
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            dst.unlink()
+        return False
+
+
+class ContentCache:
+    """Files stored by sha256 digest under `root`, bounded to `max_size` bytes.
+
+    Args:
+        root: the cache directory (default: `modelyard.paths.cache_dir() / "content"`).
+        max_size: evict least recently used entries past this many bytes
+            (default: $MODELYARD_CACHE_SIZE, else 20 GiB).
+    """
+
+    def __init__(self, root: str | Path | None = None, max_size: int | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        if max_size is None:
+            env = os.environ.get("MODELYARD_CACHE_SIZE")
+            max_size = _parse_size(env) if env else DEFAULT_MAX_SIZE
+        self.max_size = max_size
+        self._blobs = self.root / "blobs" / "sha256"
+        self._tmp = self.root / "tmp"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._lock_path = self.root / "lock"
+        self._lock_path.touch(exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        d = Digest.parse(digest)
+        if d.algorithm != "sha256":
+            raise ValueError(f"the cache stores sha256 content only, not {digest}")
+        return self._blobs / d.hex
+
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        with open(self._lock_path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _touch(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            os.utime(path, (time.time(), st.st_mtime))
+
+    def has(self, digest: str) -> bool:
+        path = self.path(digest)
+        if path.exists():
+            self._touch(path)
+            return True
+        return False
+
+    def get(self, digest: str) -> bytes | None:
+        """The content of a (small) entry, or None."""
+        try:
+            data = self.path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+        self._touch(self.path(digest))
+        return data
+
+    def put(self, digest: str, data: bytes) -> None:
+        """Store `data` under `digest` after checking it.
+
+        Raises: DigestMismatch.
+        """
+        with self.writer(digest) as staged:
+            staged.write(data)
+
+    def stage(self, digest: str | None = None) -> Staged:
+        """A temp file to stream an entry into; `commit()` verifies it and renames it into
+        place (under `digest`, or under the digest of what was written when None)."""
+        if digest is not None:
+            self.path(digest)  # validate early
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="stage.")
+        return Staged(self, digest, Path(name), os.fdopen(fd, "wb"))
+
+    @contextlib.contextmanager
+    def writer(self, digest: str | None = None) -> Iterator[Staged]:
+        """`stage()` as a context: committed on success, removed on any error."""
+        staged = self.stage(digest)
+        try:
+            yield staged
+            staged.commit()
+        finally:
+            staged.discard()
+
+    def materialize(self, digest: str, dest: Path) -> str | None:
+        """Make `dest` a file with the entry's content: reflink, hard link, else copy.
+
+        Returns how ("reflink", "hardlink", "copy"), or None if the cache lacks the entry.
+        `dest` appears atomically (temp name, then rename).
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        with self._lock(exclusive=False):
+            src = self.path(digest)
+            if not src.exists():
+                return None
+            self._touch(src)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            how = "reflink"
+            if not _reflink(src, tmp):
+                try:
+                    os.link(src, tmp)
+                    how = "hardlink"
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                    how = "copy"
+            os.rename(tmp, dest)
+        return how
+
+    def entries(self) -> list[tuple[float, int, Path]]:
+        """(last use, size on disk, path) of every entry."""
+        out = []
+        for p in self._blobs.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                out.append((st.st_atime, st.st_blocks * 512, p))
+        return out
+
+    def size(self) -> int:
+        return sum(size for _, size, _ in self.entries())
+
+    def evict(self, max_size: int | None = None, keep: str | None = None) -> int:
+        """Remove least recently used entries until the cache holds at most `max_size` bytes
+        (the entry `keep`, just written, stays).
+
+        Returns the number of bytes freed.
+        """
+        kept = self.path(keep) if keep else None
+        limit = self.max_size if max_size is None else max_size
+        entries = self.entries()
+        total = sum(size for _, size, _ in entries)
+        if total <= limit:
+            return 0
+        freed = 0
+        with self._lock(exclusive=True):
+            for _, size, path in sorted(entries):
+                if total - freed <= limit:
+                    break
+                if path == kept:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    freed += size
+        return freed
+
+
+class Staged:
+    """An entry being written: hashed as it is written, invisible until `commit()`."""
+
+    def __init__(self, cache: ContentCache, digest: str | None, tmp: Path, f: IO[bytes]) -> None:
+        self._cache = cache
+        self.expected = digest
+        self.tmp = tmp
+        self._f = f
+        self._h = hashlib.sha256()
+        self.size = 0
+        self.digest: str | None = None
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._h.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def commit(self) -> str:
+        """Verify and publish the entry; returns its digest.
+
+        Raises: DigestMismatch (the temp file is removed).
+        """
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            actual = "sha256:" + self._h.hexdigest()
+            if self.expected is not None and actual != self.expected:
+                raise DigestMismatch(self.expected, actual, "content")
+            os.chmod(self.tmp, 0o444)  # hard links share the inode: keep it from being edited
+            os.rename(self.tmp, self._cache.path(actual))
+        except BaseException:
+            self.discard()
+            raise
+        self.digest = actual
+        self._cache.evict(keep=actual)
+        return actual
+
+    def discard(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
