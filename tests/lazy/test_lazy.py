@@ -9,6 +9,8 @@ import json
 import multiprocessing
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -259,3 +261,34 @@ def test_cache_evicts_least_recently_used_and_refuses_bad_content(tmp_path: Path
     with pytest.raises(DigestMismatch):
         cache.put(digests[1], b"not it")
     assert not cache.has(digests[1]) and not list((tmp_path / "tmp").iterdir())
+
+
+def test_cli_pull_paths(registry: Registry, big_image: tuple[str, Path], tmp_path: Path) -> None:
+    ref, model = big_image
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "pull",
+        ref,
+        "config.json",
+        "tokenizer.json",
+        "-o",
+        str(tmp_path / "out"),
+        "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert [f["path"] for f in summary["files"]] == ["config.json", "tokenizer.json"]
+    assert 0 < summary["bytes_fetched"] < 1 * MiB
+    for name in ("config.json", "tokenizer.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (model / name).read_bytes()
+    assert (tmp_path / "xdg" / "modelyard").is_dir()  # the default cache follows XDG
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert json.loads(again.stdout)["bytes_fetched"] == 0
+    missing = subprocess.run(
+        [*cmd[:5], "nope.txt", *cmd[6:]], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 3 and "nope.txt" in missing.stderr

@@ -83,6 +83,7 @@ def push(
 
 @click.command("pull")
 @click.argument("ref")
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option(
     "--output",
     "-o",
@@ -99,6 +100,7 @@ def push(
 @_transport_options
 def pull(
     ref: str,
+    paths: tuple[str, ...],
     output: str,
     tag: str | None,
     platform: str | None,
@@ -109,10 +111,27 @@ def pull(
 ) -> None:
     """Pull REF into an OCI image layout, verifying every blob.
 
+    With PATHs, fetch only those files of the image into the directory -o (eStargz layers are
+    read by byte ranges; files come through the shared content cache).
+
     \b
     Example:
       modelyard pull localhost:5000/org/bert:v1 -o ./bert.oci
+      modelyard pull localhost:5000/org/bert:v1 config.json tokenizer.json -o ./bert
     """
+    if paths:
+        from modelyard.cli.lazy import pull_paths
+
+        pull_paths(
+            ref,
+            paths,
+            output,
+            platform=platform,
+            plain_http=plain_http,
+            insecure=insecure,
+            as_json=as_json,
+        )
+        return
     from modelyard.client.pull import pull as do_pull
 
     result = do_pull(
