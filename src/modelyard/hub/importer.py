@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelyard.errors import (
+    DigestMismatch,
     HubEntryNotFound,
     HubError,
     HubGated,
@@ -327,7 +328,8 @@ def verify(snapshot: Path, files: Sequence[HubFile], jobs: int = 2) -> None:
     id for small ones). Offline, the expected hash is the cache blob's name, which is the ETag
     the hub sent when the file was downloaded.
 
-    Raises: HubUnavailable naming the file, if one does not match.
+    Raises: DigestMismatch naming the file, if one does not match (delete the cache file
+    and import again).
     """
 
     def one(f: HubFile) -> None:
@@ -336,18 +338,13 @@ def verify(snapshot: Path, files: Sequence[HubFile], jobs: int = 2) -> None:
         sha256 = f.sha256 or (blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None)
         git_sha1 = f.git_sha1 or (blob if re.fullmatch(r"[0-9a-f]{40}", blob) else None)
         actual256, actual1, size = _hash_file(path, git=git_sha1 is not None and not sha256)
-        problem = None
+        what = f"{f.path} in the Hugging Face cache ({path.resolve()})"
         if f.size is not None and size != f.size:
-            problem = f"size {size}, the hub says {f.size}"
-        elif sha256 and actual256 != sha256:
-            problem = f"sha256 {actual256}, the hub says {sha256}"
-        elif git_sha1 and not sha256 and actual1 != git_sha1:
-            problem = f"git blob id {actual1}, the hub says {git_sha1}"
-        if problem:
-            raise HubUnavailable(
-                f"{f.path} in the Hugging Face cache does not match the hub: {problem}; delete "
-                f"{path.resolve()} and import again"
-            )
+            raise DigestMismatch(f"{f.size} bytes", f"{size} bytes", f"{what}: size")
+        if sha256 and actual256 != sha256:
+            raise DigestMismatch(f"sha256:{sha256}", f"sha256:{actual256}", what)
+        if git_sha1 and not sha256 and actual1 != git_sha1:
+            raise DigestMismatch(f"git blob {git_sha1}", f"git blob {actual1}", what)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, files))

@@ -35,6 +35,7 @@ import mimetypes
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -156,6 +157,8 @@ class HubStandIn:
         self.served: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._secret = os.urandom(16)
+        #: (repo_id, path) -> [bytes to send before hanging up, times left]
+        self._faults: dict[tuple[str, str], list[int]] = {}
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -264,6 +267,20 @@ class HubStandIn:
         """Paths of the files whose content was sent (a file may appear more than once)."""
         with self._lock:
             return [p for r, p, _ in self.served if repo_id is None or r == repo_id]
+
+    def cut_after(self, repo_id: str, path: str, nbytes: int, times: int = 1) -> None:
+        """The next `times` downloads of `path` stop after `nbytes` and the connection is
+        closed, as a network failure would do (clients then resume with `Range`)."""
+        with self._lock:
+            self._faults[(repo_id, path)] = [nbytes, times]
+
+    def _fault(self, repo_id: str, path: str) -> int | None:
+        with self._lock:
+            fault = self._faults.get((repo_id, path))
+            if not fault or fault[1] <= 0:
+                return None
+            fault[1] -= 1
+            return fault[0]
 
     def clear_log(self) -> None:
         with self._lock:
@@ -471,17 +488,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        cut = self.hub._fault(repo_id, f.path)
+        limit = length if cut is None else min(cut, length)
         sent = 0
         with open(f.blob, "rb") as src:
             src.seek(start)
-            while sent < length:
-                chunk = src.read(min(_CHUNK, length - sent))
+            while sent < limit:
+                chunk = src.read(min(_CHUNK, limit - sent))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 sent += len(chunk)
         with self.hub._lock:
             self.hub.served.append((repo_id, f.path, sent))
+        if cut is not None:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
