@@ -39,6 +39,7 @@ def need(tool: str) -> str:
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the user's registry logins or containers config."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    (tmp_path / "auth.json").write_text('{"auths": {}}')
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
