@@ -65,6 +65,7 @@ def write_bundle(
     source: ModelSource,
     onnx_path: Path,
     manifest: BundleManifest,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Assemble the bundle at `out_dir` from an exported (maybe quantized) ONNX file.
 
@@ -81,6 +82,8 @@ def write_bundle(
         _copy_fsync(onnx_path, staging / manifest.model)
         write_text_atomic(staging / manifest.tokenizer, slim_tokenizer_json(source))
         write_text_atomic(staging / "config.json", json.dumps(slim_config(source), indent=2) + "\n")
+        for name, text in (extra_files or {}).items():
+            write_text_atomic(staging / name, text)
         manifest.save(staging)
         _swap_into_place(staging, out)
     except BaseException:

@@ -84,6 +84,9 @@ def export_onnx(source: ModelSource, model: Any, out_path: Path) -> list[str]:
     axes[output] = {0: "batch"} if output == "logits" else {0: "batch", 1: "sequence"}
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # The exporter restores the wrapper's training flag afterwards, recursively: a fresh module
+    # is in training mode and would switch the model's dropout on for every later use.
+    wrapper = _Wrapper().eval()
     try:
         # The TorchScript exporter is deprecated in torch 2.9+ and says so loudly; it still
         # produces the exact, compact graph we want.
@@ -91,7 +94,7 @@ def export_onnx(source: ModelSource, model: Any, out_path: Path) -> list[str]:
             warnings.simplefilter("ignore")
             with torch.no_grad():
                 torch.onnx.export(
-                    _Wrapper(),
+                    wrapper,
                     args,
                     str(out_path),
                     input_names=names,
@@ -103,6 +106,8 @@ def export_onnx(source: ModelSource, model: Any, out_path: Path) -> list[str]:
                 )
     except Exception as exc:  # the exporter raises many unrelated types
         raise ExportError(f"ONNX export of {source.path} failed: {exc}") from exc
+    finally:
+        model.eval()
     return declared_inputs(out_path)
 
 

@@ -1,21 +1,174 @@
-"""The optimize pipeline: read the source, export, (quantize, check fidelity), write the bundle."""
+"""The optimize pipeline: read the source, export, quantize, measure fidelity, write the bundle.
+
+Example:
+    >>> result = optimize("tiny-bert", "bundle", "text-classification", quantize="int8")
+    >>> result.manifest.quantization["name"]
+    'int8-gather-channel'
+"""
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelyard.bundle import BundleManifest
-from modelyard.optimize.bundle import write_bundle
+from modelyard.errors import FidelityError
+from modelyard.optimize.bundle import slim_tokenizer_json, write_bundle
 from modelyard.optimize.export import export_onnx, load_torch_model, output_name
-from modelyard.optimize.source import read_source
+from modelyard.optimize.fidelity import FidelityBar, compare, failures
+from modelyard.optimize.inference import OnnxModel, TorchModel, latency, run_batched
+from modelyard.optimize.quantize import SETTINGS, QuantSetting, quantize, setting_by_name
+from modelyard.optimize.samples import load_samples
+from modelyard.optimize.source import ModelSource, read_source
+
+QUANTIZE_CHOICES = ("int8", "none")
+REPORT_NAME = "report.json"
+
+
+@dataclass
+class OptimizeResult:
+    """What `optimize` wrote: the bundle directory, its manifest and the full report."""
+
+    out_dir: Path
+    manifest: BundleManifest
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Variant:
+    name: str
+    path: Path
+    setting: QuantSetting | None
+    fidelity: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    latency: dict[str, float] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def as_dict(self, chosen: bool) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "setting": self.setting.as_dict() if self.setting else None,
+            "fidelity": self.fidelity,
+            "passes": self.fidelity is not None and not self.problems,
+            "problems": self.problems,
+            "latency": self.latency,
+            "chosen": chosen,
+        }
+
+
+def optimize(
+    source_dir: str | Path,
+    out_dir: str | Path,
+    task: str,
+    *,
+    quantize_mode: str = "int8",
+    setting: str | None = None,
+    samples: str | Path | None = None,
+    bar: FidelityBar | None = None,
+    force: bool = False,
+    measure_latency: bool = True,
+) -> OptimizeResult:
+    """Export `source_dir` to ONNX, quantize it, check fidelity and write a slim bundle.
+
+    Args:
+        source_dir: a local Hugging Face model directory (config.json, tokenizer.json, weights).
+        out_dir: the bundle directory to write (an existing bundle there is replaced).
+        task: "text-classification" or "feature-extraction".
+        quantize_mode: "int8" (try the settings smallest first, keep the first that meets the
+            bar) or "none" (fp32 ONNX, still checked against the bar).
+        setting: try only this named quantization setting (see `quantize.SETTINGS`).
+        samples: a UTF-8 file with one sample sentence a line; None for the built-in set.
+        bar: the fidelity bar; defaults to agreement >= 99%, mean cosine >= 0.98, min >= 0.95.
+        force: write the best variant even when none meets the bar (marked in the manifest).
+        measure_latency: time the original and the chosen variant at batch 1 and 32.
+
+    Raises:
+        FidelityError: no variant meets the bar and `force` is not set; nothing is written.
+        SourceError, ExportError, BundleError: bad source, failed export, unusable `out_dir`.
+    """
+    if quantize_mode not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize_mode!r}")
+    bar = bar or FidelityBar()
+    sentences = load_samples(samples)
+    source = read_source(source_dir, task)
+    settings = [setting_by_name(setting)] if setting else list(SETTINGS)
+    model = load_torch_model(source)
+    original = TorchModel(source, model)
+    tokenizer_json = slim_tokenizer_json(source)
+    output = output_name(task)
+
+    with tempfile.TemporaryDirectory(prefix="modelyard-optimize-") as work_dir:
+        work = Path(work_dir)
+        fp32 = work / "fp32.onnx"
+        inputs = export_onnx(source, model, fp32)
+        reference = run_batched(original, sentences)
+
+        if quantize_mode == "none":
+            variants = [_Variant("fp32", fp32, None)]
+        else:
+            variants = [_Variant(s.name, quantize(fp32, work / f"{s.name}.onnx", s), s)
+                        for s in settings]
+            variants.sort(key=lambda v: v.size)  # stable: ties keep the preferred order
+
+        chosen: _Variant | None = None
+        for variant in variants:
+            candidate = OnnxModel(variant.path, tokenizer_json, source, output)
+            variant.fidelity = compare(task, reference, run_batched(candidate, sentences))
+            variant.problems = failures(task, variant.fidelity, bar)
+            if not variant.problems:
+                chosen = variant
+                break
+        forced = False
+        if chosen is None:
+            if not force:
+                raise _refusal(variants, bar)
+            chosen = max((v for v in variants if v.fidelity), key=lambda v: _score(task, v))
+            forced = True
+
+        report = _report(source, task, bar, sentences, fp32, variants, chosen, forced)
+        if measure_latency:
+            report["original"]["latency"] = latency(original, sentences)
+            chosen.latency = latency(OnnxModel(chosen.path, tokenizer_json, source, output),
+                                     sentences)
+        report["variants"] = [v.as_dict(v is chosen) for v in variants]
+
+        manifest = BundleManifest(
+            task=task,
+            max_length=source.max_length,
+            inputs=inputs,
+            output=output,
+            pooling=source.pooling,
+            normalize=source.normalize,
+            labels=source.labels,
+            quantization=(
+                {"name": chosen.name, **chosen.setting.as_dict(), "mode": "dynamic"}
+                if chosen.setting else None
+            ),
+            fidelity={
+                **(chosen.fidelity or {}),
+                "bar": bar.as_dict(),
+                "passes": not chosen.problems,
+                "forced": forced,
+                "problems": chosen.problems,
+            },
+            source={"path": str(source.path.absolute()), "revision": None},
+        )
+        out = write_bundle(out_dir, source, chosen.path, manifest,
+                           extra_files={REPORT_NAME: json.dumps(report, indent=2) + "\n"})
+    return OptimizeResult(out, manifest, report)
 
 
 def export_bundle(source_dir: str | Path, out_dir: str | Path, task: str) -> BundleManifest:
-    """Export `source_dir` to an fp32 ONNX bundle at `out_dir`, without quantization or checks.
+    """Export to an fp32 ONNX bundle without quantization, fidelity checks or timing.
 
-    Example:
-        >>> manifest = export_bundle("tiny-bert", "bundle", "text-classification")
+    The quick path for tests and for the runner's fixtures.
     """
     source = read_source(source_dir, task)
     model = load_torch_model(source)
@@ -34,3 +187,43 @@ def export_bundle(source_dir: str | Path, out_dir: str | Path, task: str) -> Bun
         )
         write_bundle(out_dir, source, onnx_path, manifest)
     return manifest
+
+
+def _score(task: str, variant: _Variant) -> tuple[float, float]:
+    metrics = variant.fidelity or {}
+    if task == "text-classification":
+        return (metrics["agreement"], -metrics["max_prob_delta"])
+    return (metrics["min_cosine"], metrics["mean_cosine"])
+
+
+def _refusal(variants: list[_Variant], bar: FidelityBar) -> FidelityError:
+    lines = [f"  {v.name}: {'; '.join(v.problems)}" for v in variants]
+    hint = "--quantize none" if any(v.setting for v in variants) else "a looser bar"
+    message = (
+        "refusing to write the bundle: no variant meets the fidelity bar\n"
+        + "\n".join(lines)
+        + f"\nuse --force to write the closest variant anyway, or try {hint}"
+    )
+    return FidelityError(message, [p for v in variants for p in v.problems])
+
+
+def _weights_size(source: ModelSource) -> int:
+    files = [p for p in source.path.iterdir()
+             if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()]
+    return sum(p.stat().st_size for p in files)
+
+
+def _report(source: ModelSource, task: str, bar: FidelityBar, sentences: list[str],
+            fp32: Path, variants: list[_Variant], chosen: _Variant,
+            forced: bool) -> dict[str, Any]:
+    return {
+        "source": str(source.path.absolute()),
+        "task": task,
+        "samples": len(sentences),
+        "bar": bar.as_dict(),
+        "original": {"size": _weights_size(source), "latency": None},
+        "onnx_fp32_size": fp32.stat().st_size,
+        "chosen": chosen.name,
+        "forced": forced,
+        "variants": [],
+    }

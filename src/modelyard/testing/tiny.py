@@ -172,8 +172,10 @@ def make_tiny_model(
         "num_hidden_layers": num_layers,
         "num_attention_heads": 4,
         "intermediate_size": hidden_size * 2,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
+        # Real models ship with dropout 0.1; keep it, so that a model left in training mode
+        # shows up as non-deterministic outputs in tests.
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
     }
     if task == "text-classification":
         labels = {i: f"label{i}" for i in range(num_labels)}
