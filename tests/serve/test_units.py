@@ -1,0 +1,204 @@
+"""In-process tests of the runner's parts: config parsing, batching, model refs, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelyard.errors import InferenceTimeout, ModelRefError, Overloaded, ServeConfigError
+from modelyard.serve.batching import Batcher
+from modelyard.serve.config import (
+    BatchingConfig,
+    config_from_dict,
+    load_config,
+    parse_model_flag,
+    parse_size,
+)
+from modelyard.serve.metrics import Metrics
+from modelyard.serve.pipelines.base import Prepared
+from modelyard.serve.resolve import resolve_model_ref
+
+
+def test_sizes_and_flags() -> None:
+    assert parse_size("512MB") == 512 * 10**6
+    assert parse_size("2GiB") == 2 * 1024**3
+    assert parse_size(1000) == 1000
+    with pytest.raises(ServeConfigError):
+        parse_size("lots")
+    m = parse_model_flag("emb=oci:/x/layout:v1:feature-extraction")
+    assert (m.name, m.ref, m.pipeline) == ("emb", "oci:/x/layout:v1", "feature-extraction")
+    m = parse_model_flag("cls=./dir")
+    assert (m.ref, m.pipeline) == ("./dir", None)
+    with pytest.raises(ServeConfigError):
+        parse_model_flag("no-equals-sign")
+
+
+def test_toml_config(tmp_path: Path) -> None:
+    path = tmp_path / "runner.toml"
+    path.write_text(
+        '[server]\nmemory_budget = "1GiB"\nhistory_window = "24h"\n\n'
+        '[[models]]\nname = "minilm"\nref = "./minilm"\npipeline = "feature-extraction"\n'
+        "preload = true\npinned = true\n[models.batching]\nmax_batch_size = 16\n"
+    )
+    config = load_config(path)
+    assert config.memory_budget == 1024**3 and config.history_window_s == 86400
+    (model,) = config.models
+    assert model.ref == str(tmp_path / "minilm")  # relative to the config file
+    assert model.batching.max_batch_size == 16 and model.pinned and model.preload
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"models": [{"name": "a", "ref": "x", "colour": "red"}]},
+        {"models": [{"name": "a", "ref": "x", "batching": {"max_batch_size": 0}}]},
+        {"models": [{"name": "a", "ref": "x"}, {"name": "a", "ref": "y"}]},
+        {"models": [{"name": "a b", "ref": "x"}]},
+        {"models": [{"name": "a", "ref": None, "pipeline": "feature-extraction"}]},
+        {"server": {"memory_budget": "much"}},
+    ],
+)
+def test_bad_configs_are_refused(obj: dict[str, Any]) -> None:
+    with pytest.raises(ServeConfigError):
+        config_from_dict(obj)
+
+
+class Recorder:
+    """A fake pipeline run: records batch shapes, returns each value doubled."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+
+    def __call__(self, batch: list[Prepared]) -> list[Any]:
+        import time
+
+        self.batches.append([p.rows for p in batch])
+        time.sleep(self.delay)
+        return [p.value * 2 for p in batch]
+
+
+async def _submit_all(batcher: Batcher, items: list[Prepared]) -> list[Any]:
+    return await asyncio.gather(*(batcher.submit(p) for p in items), return_exceptions=True)
+
+
+def test_batches_respect_rows_and_tokens() -> None:
+    async def main() -> Recorder:
+        rec = Recorder(delay=0.05)
+        batcher = Batcher("m", rec, BatchingConfig(max_batch_size=4, max_batch_tokens=100),
+                          Metrics())
+        first = asyncio.ensure_future(batcher.submit(Prepared(0, rows=1, tokens=10)))
+        await asyncio.sleep(0.01)  # the first batch is running; the rest queue behind it
+        items = [Prepared(i, rows=1, tokens=10) for i in range(1, 7)]
+        items += [Prepared(7, rows=1, tokens=90), Prepared(8, rows=3, tokens=3)]
+        results = await _submit_all(batcher, items)
+        assert await first == 0
+        assert results == [i * 2 for i in range(1, 9)]
+        await batcher.close()
+        return rec
+
+    rec = asyncio.run(main())
+    assert rec.batches[0] == [1]
+    # 4 rows max; the 90-token item does not fit after 2 x 10 tokens; it and 3 rows do.
+    assert rec.batches[1:] == [[1, 1, 1, 1], [1, 1], [1, 3]]
+
+
+def test_sequential_mode_runs_one_at_a_time() -> None:
+    async def main() -> Recorder:
+        rec = Recorder(delay=0.01)
+        batcher = Batcher("m", rec, BatchingConfig(sequential=True), Metrics())
+        assert await _submit_all(batcher, [Prepared(i) for i in range(5)]) == [0, 2, 4, 6, 8]
+        await batcher.close()
+        return rec
+
+    assert all(len(b) == 1 for b in asyncio.run(main()).batches)
+
+
+def test_max_wait_gathers_a_batch() -> None:
+    async def main() -> Recorder:
+        rec = Recorder()
+        batcher = Batcher("m", rec, BatchingConfig(max_wait_ms=200, max_batch_size=3), Metrics())
+        tasks = []
+        for i in range(3):
+            tasks.append(asyncio.ensure_future(batcher.submit(Prepared(i))))
+            await asyncio.sleep(0.02)
+        assert await asyncio.gather(*tasks) == [0, 2, 4]
+        await batcher.close()
+        return rec
+
+    assert asyncio.run(main()).batches == [[1, 1, 1]]
+
+
+def test_overload_timeout_and_errors_are_typed() -> None:
+    async def main() -> None:
+        batcher = Batcher("m", Recorder(delay=0.3), BatchingConfig(max_queue=1, timeout_s=0.1,
+                                                                    sequential=True), Metrics())
+        results = await _submit_all(batcher, [Prepared(i) for i in range(4)])
+        kinds = sorted(type(r).__name__ for r in results)
+        assert "Overloaded" in kinds and "InferenceTimeout" in kinds
+        assert all(isinstance(r, Overloaded | InferenceTimeout) for r in results)
+
+        def boom(batch: list[Prepared]) -> list[Any]:
+            raise ValueError("bad batch")
+
+        failing = Batcher("f", boom, BatchingConfig(), Metrics())
+        with pytest.raises(ValueError, match="bad batch"):
+            await failing.submit(Prepared(1))
+        await batcher.close()
+        await failing.close()
+
+    asyncio.run(main())
+
+
+def test_close_finishes_queued_requests() -> None:
+    async def main() -> None:
+        batcher = Batcher("m", Recorder(delay=0.02), BatchingConfig(sequential=True), Metrics())
+        pending = [asyncio.ensure_future(batcher.submit(Prepared(i))) for i in range(4)]
+        await asyncio.sleep(0)
+        await batcher.close()
+        assert await asyncio.wait_for(asyncio.gather(*pending), 1) == [0, 2, 4, 6]
+
+    asyncio.run(main())
+
+
+def test_metrics_text_format() -> None:
+    m = Metrics()
+    m.latency.observe(0.003, model='we"ird')
+    m.evictions.inc(model="a")
+    text = m.render()
+    assert 'modelyard_request_duration_seconds_bucket{model="we\\"ird",le="0.0025"} 0' in text
+    assert 'modelyard_request_duration_seconds_bucket{model="we\\"ird",le="0.005"} 1' in text
+    assert 'modelyard_request_duration_seconds_count{model="we\\"ird"} 1' in text
+    assert "# TYPE modelyard_model_evictions_total counter" in text
+
+
+def test_resolve_local_and_missing(tmp_path: Path) -> None:
+    assert resolve_model_ref(str(tmp_path), tmp_path / "cache") == tmp_path.resolve()
+    with pytest.raises(ModelRefError, match="does not exist"):
+        resolve_model_ref(str(tmp_path / "nope"), tmp_path / "cache")
+    with pytest.raises(ModelRefError, match="not supported"):
+        resolve_model_ref("registry.example/org/model:v1", tmp_path / "cache")
+    with pytest.raises(ModelRefError, match="cannot open OCI layout"):
+        resolve_model_ref(f"oci:{tmp_path}:v1", tmp_path / "cache")
+
+
+def test_resolve_oci_layout_packed_by_modelyard(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from modelyard.pack.packer import PackOptions, pack
+
+    layout = tmp_path / "layout"
+    # A tiny threshold puts the model file in its own layer, compressed.
+    pack(tiny["cls"], "v1", layout, PackOptions(threshold=1024, compression="gzip"))
+    cache = tmp_path / "cache"
+    path = resolve_model_ref(f"oci:{layout}:v1", cache)
+    assert path.parent.parent == cache
+    for name in ("model.onnx", "tokenizer.json", "modelyard.json", "config.json"):
+        assert (path / name).read_bytes() == (tiny["cls"] / name).read_bytes(), name
+    assert json.loads((path / "modelyard.json").read_text())["task"] == "text-classification"
+    # Cached: the second resolution reuses the extracted directory.
+    assert resolve_model_ref(f"oci:{layout}:v1", cache) == path
+    with pytest.raises(ModelRefError, match="not found"):
+        resolve_model_ref(f"oci:{layout}:v2", cache)
