@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from modelyard.lazy import ContentCache, pull_files
 from modelyard.oci.layout import Layout
 from modelyard.pack import PackOptions, pack
 from modelyard.testing.files import MiB, make_model
-from modelyard.testing.peers import run
+from modelyard.testing.peers import free_port, run, wait_http
 
 if TYPE_CHECKING:
     from conftest import Registry
@@ -292,3 +293,63 @@ def test_cli_pull_paths(registry: Registry, big_image: tuple[str, Path], tmp_pat
         [*cmd[:5], "nope.txt", *cmd[6:]], capture_output=True, text=True, env=env
     )
     assert missing.returncode == 3 and "nope.txt" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def our_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m modelyard registry serve` on a free port."""
+    root = tmp_path_factory.mktemp("ours")
+    addr = f"127.0.0.1:{free_port()}"
+    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "registry",
+            "serve",
+            "--root",
+            str(root / "data"),
+            "--addr",
+            addr,
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        wait_http(f"http://{addr}/v2/")
+        yield addr
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_lazy_access_through_our_registry(our_registry: str, tmp_path: Path) -> None:
+    model, tensors = _safetensors_model(tmp_path)
+    pack(model, "v1", tmp_path / "layout", ESTARGZ)
+    ref = f"{our_registry}/org/st:v1"
+    run(
+        [
+            "skopeo",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            f"oci:{tmp_path / 'layout'}:v1",
+            f"docker://{ref}",
+        ]
+    )
+    cache = ContentCache(tmp_path / "cache")
+    result = pull_files(ref, ["config.json"], tmp_path / "out", cache=cache)
+    assert (tmp_path / "out/config.json").read_bytes() == (model / "config.json").read_bytes()
+    assert 0 < result.bytes_fetched < 1 * MiB
+    name = "encoder.layer.1.weight"
+    with modelyard.open(ref, "model.safetensors", cache=cache) as f:
+        got, header = read_tensor(f, name)
+        fetched = f.raw.bytes_fetched  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got, tensors[name])
+    assert fetched < 2 * tensors[name].nbytes + header + 4 * MiB
