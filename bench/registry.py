@@ -1,0 +1,324 @@
+"""Our registry against Debian's docker-registry (CNCF distribution 2.8), side by side.
+
+Same machine, same data, one run:
+  - blob GET throughput (MB/s) with 1 and 4 concurrent clients (curl),
+  - 1 MiB range GET latency (median over keep-alive requests),
+  - manifest GET requests/s at 32 connections (wrk),
+  - a push of an image with one uncompressed layer of --size MiB with skopeo,
+  - the same with `modelyard push` into ours, when the client is installed.
+
+Usage: python bench/registry.py [--size 1024] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCEPT = f"{OCI_MANIFEST}, application/vnd.oci.image.index.v1+json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.returncode}")
+        try:
+            httpx.get(url + "/v2/", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+def start_ours(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    addr = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "registry",
+            "serve",
+            "--root",
+            str(work / "ours"),
+            "--addr",
+            addr,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_up(f"http://{addr}", proc)
+    return addr, proc
+
+
+def start_distribution(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        raise SystemExit("docker-registry is not installed (apt-get install docker-registry)")
+    addr = f"127.0.0.1:{free_port()}"
+    cfg = work / "distribution.yml"
+    cfg.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'distribution'}\n"
+        f"http:\n  addr: {addr}\n"
+    )
+    proc = subprocess.Popen(
+        [exe, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_up(f"http://{addr}", proc)
+    return addr, proc
+
+
+def make_data(work: Path, size: int) -> tuple[Path, str]:
+    path = work / "blob.bin"
+    h = hashlib.sha256()
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(size >> 20):
+            # Vary each MiB so that no layer of compression or dedup flatters anyone.
+            block = i.to_bytes(8, "little") + chunk[8:]
+            f.write(block)
+            h.update(block)
+    return path, "sha256:" + h.hexdigest()
+
+
+def make_layout(work: Path, blob: Path, digest: str, size: int) -> Path:
+    layout = work / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    os.link(blob, blobs / digest.split(":")[1])
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}
+    ).encode()
+    cd = "sha256:" + hashlib.sha256(config).hexdigest()
+    (blobs / cd.split(":")[1]).write_bytes(config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": cd,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest,
+                    "size": size,
+                }
+            ],
+        }
+    ).encode()
+    md = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (blobs / md.split(":")[1]).write_bytes(manifest)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": md,
+                        "size": len(manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": "v1"},
+                    }
+                ],
+            }
+        )
+    )
+    return layout
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def blob_get(addr: str, digest: str, size: int, clients: int) -> float:
+    url = f"http://{addr}/v2/bench/blob/blobs/{digest}"
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["curl", "-sf", "-o", "/dev/null", url]) for _ in range(clients)]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"curl failed on {url}")
+    return clients * size / (time.perf_counter() - t) / 1e6
+
+
+def range_latency(addr: str, digest: str, size: int, n: int = 60) -> float:
+    url = f"http://{addr}/v2/bench/blob/blobs/{digest}"
+    rng = random.Random(0)
+    times = []
+    with httpx.Client() as c:
+        for _ in range(n):
+            start = rng.randrange(0, size - (1 << 20))
+            t = time.perf_counter()
+            r = c.get(url, headers={"Range": f"bytes={start}-{start + (1 << 20) - 1}"})
+            times.append(time.perf_counter() - t)
+            assert r.status_code == 206 and len(r.content) == 1 << 20
+    return statistics.median(times) * 1000
+
+
+def manifest_rps(addr: str, seconds: int = 8) -> float:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            "-c32",
+            f"-d{seconds}s",
+            "-H",
+            f"Accept: {ACCEPT}",
+            f"http://{addr}/v2/bench/image/manifests/v1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return float(
+        next(line for line in out.splitlines() if line.startswith("Requests/sec")).split()[1]
+    )
+
+
+def skopeo_push(layout: Path, addr: str, repo: str) -> float:
+    return timed(
+        lambda: subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:v1",
+                f"docker://{addr}/{repo}:v1",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    )
+
+
+def modelyard_push(layout: Path, addr: str, repo: str) -> float:
+    return timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "modelyard", "push", "-q", str(layout), f"{addr}/{repo}:v1"],
+            check=True,
+            capture_output=True,
+        )
+    )
+
+
+def has_modelyard_push() -> bool:
+    return (
+        subprocess.run(
+            [sys.executable, "-m", "modelyard", "push", "--help"], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="blob size in MiB")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    size = args.size << 20
+    for tool in ("curl", "wrk", "skopeo"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
+    work = Path(tempfile.mkdtemp(prefix="bench-registry-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        blob, digest = make_data(work, size)
+        layout = make_layout(work, blob, digest, size)
+        ours, p1 = start_ours(work)
+        theirs, p2 = start_distribution(work)
+        procs += [p1, p2]
+        rows: list[tuple[str, float, float, str]] = []
+        results: dict[str, dict[str, float]] = {}
+        for label, addr in (("ours", ours), ("distribution", theirs)):
+            r: dict[str, float] = {}
+            # Seed: the blob in bench/blob via skopeo's push, the manifest in bench/image.
+            r["push"] = size / skopeo_push(layout, addr, "bench/blob") / 1e6
+            subprocess.run(
+                [
+                    "skopeo",
+                    "copy",
+                    "--preserve-digests",
+                    "--dest-tls-verify=false",
+                    f"oci:{layout}:v1",
+                    f"docker://{addr}/bench/image:v1",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            blob_get(addr, digest, size, 1)  # warm the page cache
+            r["get1"] = max(blob_get(addr, digest, size, 1) for _ in range(2))
+            r["get4"] = blob_get(addr, digest, size, 4)
+            r["range"] = range_latency(addr, digest, size)
+            r["rps"] = manifest_rps(addr)
+            results[label] = r
+        o, d = results["ours"], results["distribution"]
+        rows = [
+            (f"blob GET {args.size} MiB, 1 client (MB/s)", o["get1"], d["get1"], "higher"),
+            (f"blob GET {args.size} MiB, 4 clients (MB/s)", o["get4"], d["get4"], "higher"),
+            ("1 MiB range GET, median (ms)", o["range"], d["range"], "lower"),
+            ("manifest GET, 32 connections (req/s)", o["rps"], d["rps"], "higher"),
+            (f"skopeo push {args.size} MiB (MB/s)", o["push"], d["push"], "higher"),
+        ]
+        if has_modelyard_push():
+            mine = size / modelyard_push(layout, ours, "bench/mypush") / 1e6
+            rows.append(
+                (
+                    f"modelyard push {args.size} MiB into ours vs skopeo into distribution (MB/s)",
+                    mine,
+                    d["push"],
+                    "higher",
+                )
+            )
+        else:
+            print("modelyard push is not available: its row is skipped")
+        width = max(len(r[0]) for r in rows)
+        print(f"\n{'':{width}}  {'ours':>10}  {'distribution':>12}  {'ratio':>7}")
+        for name, ov, dv, better in rows:
+            ratio = ov / dv if better == "higher" else dv / ov
+            print(f"{name:{width}}  {ov:10.1f}  {dv:12.1f}  {ratio:6.2f}x")
+        print("(ratio > 1 means ours is better)")
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
