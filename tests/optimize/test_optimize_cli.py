@@ -135,7 +135,8 @@ def test_json_report_samples_file_and_clean_cwd(
     samples = tmp_path / "samples.txt"
     samples.write_text("first sentence\n\nzweiter Satz\ntroisième phrase\n", encoding="utf-8")
     code = main(["optimize", str(tiny_models["xlmr-cls"]), "--task", "text-classification",
-                 "-o", str(tmp_path / "b"), "--samples", str(samples), "--json"])
+                 "-o", str(tmp_path / "b"), "--samples", str(samples), "--json",
+                 "--report", str(tmp_path / "report.json")])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 3
@@ -145,8 +146,8 @@ def test_json_report_samples_file_and_clean_cwd(
                                          "batch32_per_s"}
     assert report["original"]["latency"]["batch32_per_s"] > 0
     assert report["onnx_fp32_size"] > chosen[0]["size"]
-    # The report is also kept in the bundle, and quantization left nothing in the cwd.
-    assert json.loads((tmp_path / "b" / "report.json").read_text())["chosen"] == report["chosen"]
+    # The report is also written to --report, and quantization left nothing in the cwd.
+    assert json.loads((tmp_path / "report.json").read_text()) == report
     assert list(work.iterdir()) == []
 
     empty = tmp_path / "empty.txt"
@@ -175,3 +176,23 @@ def test_classifier_source_without_labels_is_refused(tiny_models: dict[str, Path
                  "-o", str(tmp_path / "b")])
     assert code == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_bundle_is_reproducible_and_packs(tiny_models: dict[str, Path],
+                                          int8_bundles: dict[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    first = int8_bundles["xlmr-cls"]
+    again = tmp_path / "again"
+    assert main(["optimize", str(tiny_models["xlmr-cls"]), "--task", "text-classification",
+                 "-o", str(again), "--no-latency"]) == 0
+    names = sorted(p.name for p in first.iterdir())
+    assert names == ["config.json", "model.onnx", "modelyard.json", "tokenizer.json"]
+    for name in names:  # same model in, same bytes out: packing gives the same image digest
+        assert (first / name).read_bytes() == (again / name).read_bytes(), name
+
+    layout = tmp_path / "layout"
+    assert main(["pack", str(first), "-t", "org/tiny-xlmr:int8", "-o", str(layout)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(layout), "-t", "int8", "--json"]) == 0
+    image = json.loads(capsys.readouterr().out)
+    assert sorted(f["path"] for f in image["files"]) == names

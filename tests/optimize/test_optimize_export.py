@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,12 @@ def test_manifest_validation(tmp_path: Path) -> None:
             BundleManifest.from_dict({**good.to_dict(), **bad})
     with pytest.raises(BundleError, match="missing"):
         BundleManifest.load(tmp_path)
+
+
+def test_hub_cache_snapshot_origin(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    snapshot = tmp_path / "hub" / "models--org--tiny-bert" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_models["bert-cls"], snapshot)
+    manifest = export_bundle(snapshot, tmp_path / "bundle", "text-classification")
+    assert manifest.source == {"repo": "org/tiny-bert", "revision": "0123abcd"}
+    plain = export_bundle(tiny_models["bert-cls"], tmp_path / "plain", "text-classification")
+    assert plain.source == {"path": str(tiny_models["bert-cls"].absolute()), "revision": None}

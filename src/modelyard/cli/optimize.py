@@ -38,15 +38,17 @@ _SETTING_NAMES = (
 @click.option("--force", is_flag=True, help="Write the closest variant even below the bar.")
 @click.option("--no-latency", is_flag=True, help="Skip the batch 1 / batch 32 timings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Also write the JSON report (sizes, fidelity, timings) here.")
 def optimize(source: Path, task: str, quantize_mode: str, output: Path | None,
              samples: Path | None, setting: str | None, min_agreement: float,
              max_prob_delta: float | None, min_mean_cosine: float, min_cosine: float,
-             force: bool, no_latency: bool, as_json: bool) -> None:
+             force: bool, no_latency: bool, as_json: bool, report_path: Path | None) -> None:
     """Export SOURCE (a local Hugging Face model directory) to a slim ONNX bundle.
 
     \b
-    The bundle holds model.onnx, tokenizer.json, a trimmed config.json, modelyard.json
-    (the manifest the runner reads) and report.json. It runs with onnxruntime and
+    The bundle holds model.onnx, tokenizer.json, a trimmed config.json and modelyard.json
+    (the manifest the runner reads, with the fidelity measured). It runs with onnxruntime and
     tokenizers alone: no torch, no transformers. Refuses to write a bundle whose outputs
     stray from the original's beyond the bar, unless --force.
 
@@ -63,8 +65,13 @@ def optimize(source: Path, task: str, quantize_mode: str, output: Path | None,
     result = run_optimize(source, out, task, quantize_mode=quantize_mode, setting=setting,
                           samples=samples, bar=bar, force=force,
                           measure_latency=not no_latency)
+    report = json.dumps({"bundle": str(result.out_dir), **result.report}, indent=2) + "\n"
+    if report_path is not None:
+        from modelyard.bundle import write_text_atomic
+
+        write_text_atomic(report_path, report)
     if as_json:
-        click.echo(json.dumps({"bundle": str(result.out_dir), **result.report}, indent=2))
+        click.echo(report, nl=False)
         return
     click.echo(format_table(result.report))
     chosen = result.report["chosen"]

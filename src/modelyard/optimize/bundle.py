@@ -17,7 +17,8 @@ from modelyard.bundle import MANIFEST_NAME, BundleManifest, write_text_atomic
 from modelyard.errors import BundleError, SourceError
 from modelyard.optimize.source import ModelSource
 
-_CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "id2label", "label2id")
+_CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "id2label", "label2id",
+                "pad_token_id", "problem_type")
 
 
 def slim_tokenizer_json(source: ModelSource) -> str:

@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from modelyard.optimize.samples import load_samples
 from modelyard.optimize.source import ModelSource, read_source
 
 QUANTIZE_CHOICES = ("int8", "none")
-REPORT_NAME = "report.json"
 
 
 @dataclass
@@ -158,10 +156,11 @@ def optimize(
                 "forced": forced,
                 "problems": chosen.problems,
             },
-            source={"path": str(source.path.absolute()), "revision": None},
+            source=source.origin,
         )
-        out = write_bundle(out_dir, source, chosen.path, manifest,
-                           extra_files={REPORT_NAME: json.dumps(report, indent=2) + "\n"})
+        # The report (with timings) stays out of the bundle: same model in, same bytes out,
+        # so that packing the bundle twice gives the same image digest.
+        out = write_bundle(out_dir, source, chosen.path, manifest)
     return OptimizeResult(out, manifest, report)
 
 
@@ -183,7 +182,7 @@ def export_bundle(source_dir: str | Path, out_dir: str | Path, task: str) -> Bun
             pooling=source.pooling,
             normalize=source.normalize,
             labels=source.labels,
-            source={"path": str(source.path.absolute()), "revision": None},
+            source=source.origin,
         )
         write_bundle(out_dir, source, onnx_path, manifest)
     return manifest

@@ -44,6 +44,16 @@ class ModelSource:
     pad_token: str | None
 
     @property
+    def origin(self) -> dict[str, Any]:
+        """Where the model came from, for the manifest: a hub repo and revision when the
+        directory is a Hugging Face cache snapshot (`models--org--name/snapshots/REV`)."""
+        parts = self.path.absolute().parts
+        if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+            repo = parts[-3].removeprefix("models--").replace("--", "/")
+            return {"repo": repo, "revision": parts[-1]}
+        return {"path": str(self.path.absolute()), "revision": None}
+
+    @property
     def model_type(self) -> str:
         return str(self.config.get("model_type", ""))
 
