@@ -27,6 +27,7 @@ content was sent. Run it with `with HubStandIn(tmp) as hub:`; it binds two free 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -160,6 +161,7 @@ class HubStandIn:
         #: (repo_id, path) -> [bytes to send before hanging up, times left]
         self._faults: dict[tuple[str, str], list[int]] = {}
         self._servers: list[ThreadingHTTPServer] = []
+        self._connections: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
 
     # lifecycle
@@ -179,6 +181,10 @@ class HubStandIn:
         for server in self._servers:
             server.shutdown()
             server.server_close()
+        with self._lock:  # kept-alive connections too: the hub is gone
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join(5)
         self._servers.clear()
@@ -438,6 +444,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.hub._lock:
+            self.hub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.hub._lock:
+            self.hub._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization") or ""
