@@ -111,6 +111,14 @@ def test_token_flow_and_scopes(locked: TestClient) -> None:
         "/token", params={"scope": "repository:org/m:pull"}, headers=basic("alice", "bad")
     )
     assert r.status_code == 401
+    catalog = locked.get(
+        "/token", params={"scope": "registry:catalog:*"}, headers=basic("alice", "alice-pw")
+    ).json()["token"]
+    locked.headers["Authorization"] = f"Bearer {catalog}"
+    assert locked.get("/v2/_catalog").json() == {"repositories": ["org/m"]}
+    anonymous = locked.get("/token", params={"scope": "registry:catalog:*"}).json()["token"]
+    locked.headers["Authorization"] = f"Bearer {anonymous}"
+    assert locked.get("/v2/_catalog").status_code == 401
 
 
 def test_anonymous_pull(tmp_path: Path, htpasswd: Path) -> None:

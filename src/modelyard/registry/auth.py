@@ -42,6 +42,7 @@ from modelyard.registry.errcodes import RegistryError
 ACTIONS = ("pull", "push", "delete")
 SERVICE = "modelyard"
 TOKEN_TTL = 300
+_MAX_REMEMBERED = 4096
 
 
 class AuthConfigError(ModelyardError, ValueError):
@@ -186,6 +187,8 @@ class Authorizer:
             assert self.users is not None
             hashed = self.users.get(user)
             ok = hashed is not None and _check_password(hashed, password)
+            if len(self._verified) >= _MAX_REMEMBERED:
+                self._verified.clear()
             self._verified[key] = ok
         if not ok:
             raise RegistryError("UNAUTHORIZED", "invalid username or password")
@@ -258,7 +261,7 @@ class Authorizer:
             if parsed is None:
                 continue
             kind, name, actions = parsed
-            if "*" in actions:
+            if "*" in actions and kind == "repository":
                 actions = set(ACTIONS)
             ok = sorted(a for a in actions if self._allowed(user, kind, name, a))
             if ok:

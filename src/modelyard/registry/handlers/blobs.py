@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from modelyard.registry.errcodes import RegistryError
-from modelyard.registry.handlers.base import API_VERSION_HEADER, Ctx, empty
+from modelyard.registry.handlers.base import API_VERSION_HEADER, Ctx, empty, error_response
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 #: Bytes per `send` when the server cannot send a file by path: big enough that the
@@ -44,17 +44,27 @@ class FileRangeResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        if not self.send_body or self.length == 0:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if self.whole and "http.response.pathsend" in scope.get("extensions", {}):
-            await send({"type": "http.response.pathsend", "path": self.path})
-            return
-        fd = os.open(self.path, os.O_RDONLY)
         try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            # Deleted (garbage collected) between the lookup and now.
+            err = RegistryError("BLOB_UNKNOWN")
+            await error_response(err, head=not self.send_body)(scope, receive, send)
+            return
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            if not self.send_body or self.length == 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if self.whole and "http.response.pathsend" in scope.get("extensions", {}):
+                await send({"type": "http.response.pathsend", "path": self.path})
+                return
             remaining, pos = self.length, self.offset
             while remaining:
                 # pread returns a fresh bytes object: the server may keep it queued after
