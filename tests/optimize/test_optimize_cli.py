@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from modelyard.optimize.inference import TorchModel, run_batched
 from modelyard.optimize.pipeline import optimize
 from modelyard.optimize.samples import SAMPLES
 from modelyard.optimize.source import read_source
+from modelyard.testing import make_tiny_model
 
 RUN_BUNDLE = Path(__file__).with_name("run_bundle.py")
 CASES = {
@@ -196,3 +198,30 @@ def test_bundle_is_reproducible_and_packs(tiny_models: dict[str, Path],
     assert main(["inspect", str(layout), "-t", "int8", "--json"]) == 0
     image = json.loads(capsys.readouterr().out)
     assert sorted(f["path"] for f in image["files"]) == names
+
+
+def test_multi_label_classifier(tmp_path: Path) -> None:
+    src = make_tiny_model(tmp_path / "ml", "bert", "text-classification", num_labels=5,
+                          seed=4, multi_label=True)
+    result = optimize(src, tmp_path / "b", "text-classification", measure_latency=False)
+    assert result.manifest.fidelity is not None and result.manifest.fidelity["passes"]
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"  # the runner applies sigmoid
+
+    reference = np.array([[0.9, 0.2, 0.6], [0.1, 0.4, 0.7]])
+    same_top = np.array([[0.9, 0.2, 0.4], [0.1, 0.4, 0.7]])  # label 2 of row 0 drops below 0.5
+    assert compare("text-classification", reference, same_top)["agreement"] == 1.0
+    metrics = compare("text-classification", reference, same_top, multi_label=True)
+    assert metrics["agreement"] == 0.5 and metrics["disagreements"] == 1
+
+
+def test_unloadable_source_is_a_clear_error(tiny_models: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["bert-cls"], broken)
+    (broken / "model.safetensors").unlink()
+    code = main(["optimize", str(broken), "--task", "text-classification",
+                 "-o", str(tmp_path / "b")])
+    assert code == 1
+    assert "cannot load" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -17,8 +17,15 @@ from modelyard.bundle import MANIFEST_NAME, BundleManifest, write_text_atomic
 from modelyard.errors import BundleError, SourceError
 from modelyard.optimize.source import ModelSource
 
-_CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "id2label", "label2id",
-                "pad_token_id", "problem_type")
+_CONFIG_KEYS = (
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "id2label",
+    "label2id",
+    "pad_token_id",
+    "problem_type",
+)
 
 
 def slim_tokenizer_json(source: ModelSource) -> str:
@@ -74,8 +81,9 @@ def write_bundle(
         BundleError: `out_dir` exists, is not empty, and is not a modelyard bundle.
     """
     out = Path(out_dir).absolute()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / MANIFEST_NAME).is_file())):
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())
+    ):
         raise BundleError(f"{out} exists and is not a modelyard bundle; refusing to overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))

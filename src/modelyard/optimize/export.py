@@ -28,8 +28,7 @@ def load_torch_model(source: ModelSource) -> Any:
             "optimize needs the export extra: pip install 'modelyard[export]'"
         ) from exc
     hf_logging.disable_progress_bar()
-    cls = AutoModelForSequenceClassification if source.task == "text-classification" \
-        else AutoModel
+    cls = AutoModelForSequenceClassification if source.task == "text-classification" else AutoModel
     try:
         # Eager attention exports to plain MatMul/Softmax, which dynamic quantization covers.
         model = cls.from_pretrained(source.path, attn_implementation="eager")
@@ -73,7 +72,7 @@ def export_onnx(source: ModelSource, model: Any, out_path: Path) -> list[str]:
     seq = 8
     ids = torch.full((2, seq), 5, dtype=torch.long)
     mask = torch.ones((2, seq), dtype=torch.long)
-    mask[1, seq // 2:] = 0
+    mask[1, seq // 2 :] = 0
     dummy: dict[str, torch.Tensor] = {
         "input_ids": ids,
         "attention_mask": mask,
@@ -116,5 +115,11 @@ def declared_inputs(onnx_path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer):
+        # Past 2 GB, ONNX keeps weights in side files; a bundle carries one model file.
+        raise ExportError(
+            f"{onnx_path}: the graph keeps weights in external data files; models over 2 GB "
+            "are not supported by modelyard optimize yet"
+        )
     initializers = {init.name for init in graph.initializer}
     return [i.name for i in graph.input if i.name not in initializers]

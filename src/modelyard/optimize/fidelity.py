@@ -30,20 +30,28 @@ class FidelityBar:
         return asdict(self)
 
 
-def compare(task: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """Metrics of `candidate` rows against `reference` rows (probabilities or embeddings)."""
+def compare(
+    task: str, reference: np.ndarray, candidate: np.ndarray, multi_label: bool = False
+) -> dict[str, Any]:
+    """Metrics of `candidate` rows against `reference` rows (probabilities or embeddings).
+
+    Agreement is on the top label, or for multi-label classifiers on the whole set of labels
+    scoring above 0.5.
+    """
     if reference.shape != candidate.shape:
         raise FidelityError(
             f"optimized outputs have shape {candidate.shape}, original {reference.shape}"
         )
     samples = int(reference.shape[0])
     if task == "text-classification":
-        ref_top = reference.argmax(axis=-1)
-        cand_top = candidate.argmax(axis=-1)
+        if multi_label:
+            same = ((reference > 0.5) == (candidate > 0.5)).all(axis=-1)
+        else:
+            same = reference.argmax(axis=-1) == candidate.argmax(axis=-1)
         return {
             "samples": samples,
-            "agreement": float((ref_top == cand_top).mean()),
-            "disagreements": int((ref_top != cand_top).sum()),
+            "agreement": float(same.mean()),
+            "disagreements": int((~same).sum()),
             "max_prob_delta": float(np.abs(reference - candidate).max()),
         }
     ref_norm = reference / np.clip(np.linalg.norm(reference, axis=-1, keepdims=True), 1e-12, None)
@@ -85,32 +93,46 @@ def _fmt_size(size: int) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The optimize report as a small text table: one row per model variant tried."""
     task = report["task"]
-    metric_names = (["agreement", "max_prob_delta"] if task == "text-classification"
-                    else ["mean_cosine", "min_cosine"])
+    metric_names = (
+        ["agreement", "max_prob_delta"]
+        if task == "text-classification"
+        else ["mean_cosine", "min_cosine"]
+    )
     header = ["variant", "size", *metric_names, "b1 ms", "b32 /s", "bar"]
     rows: list[list[str]] = []
     original = report.get("original", {})
-    rows.append([
-        "original (torch)", _fmt_size(original.get("size", 0)),
-        *["-" for _ in metric_names],
-        _num((original.get("latency") or {}).get("batch1_ms")),
-        _num((original.get("latency") or {}).get("batch32_per_s")),
-        "",
-    ])
+    rows.append(
+        [
+            "original (torch)",
+            _fmt_size(original.get("size", 0)),
+            *["-" for _ in metric_names],
+            _num((original.get("latency") or {}).get("batch1_ms")),
+            _num((original.get("latency") or {}).get("batch32_per_s")),
+            "",
+        ]
+    )
     for variant in report.get("variants", []):
         metrics = variant.get("fidelity") or {}
-        mark = "chosen" if variant.get("chosen") else ("pass" if variant.get("passes") else
-                                                       ("fail" if metrics else "skipped"))
-        rows.append([
-            variant["name"], _fmt_size(variant["size"]),
-            *[_num(metrics.get(m)) for m in metric_names],
-            _num((variant.get("latency") or {}).get("batch1_ms")),
-            _num((variant.get("latency") or {}).get("batch32_per_s")),
-            mark,
-        ])
+        mark = (
+            "chosen"
+            if variant.get("chosen")
+            else ("pass" if variant.get("passes") else ("fail" if metrics else "skipped"))
+        )
+        rows.append(
+            [
+                variant["name"],
+                _fmt_size(variant["size"]),
+                *[_num(metrics.get(m)) for m in metric_names],
+                _num((variant.get("latency") or {}).get("batch1_ms")),
+                _num((variant.get("latency") or {}).get("batch32_per_s")),
+                mark,
+            ]
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in [header, *rows]]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

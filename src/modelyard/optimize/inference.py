@@ -24,6 +24,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Class probabilities as transformers' text-classification pipeline computes them."""
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str | None, normalize: bool) -> np.ndarray:
     """Sentence embeddings from token embeddings, as sentence-transformers computes them."""
     if pooling == "cls":
@@ -39,16 +48,23 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str | None, normalize: b
 class OnnxModel:
     """An ONNX graph plus a `tokenizers` tokenizer: what the slim runner does, in process."""
 
-    def __init__(self, onnx_path: Path, tokenizer_json: str, source: ModelSource,
-                 output: str, threads: int = 0) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        tokenizer_json: str,
+        source: ModelSource,
+        output: str,
+        threads: int = 0,
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.source = source
@@ -63,9 +79,13 @@ class OnnxModel:
         }
         out = self.session.run([self.output], {n: feeds[n] for n in self.inputs})[0]
         if self.source.task == "text-classification":
-            return softmax(out.astype(np.float64))
-        return pool(out.astype(np.float64), feeds["attention_mask"], self.source.pooling,
-                    self.source.normalize)
+            return scores(out.astype(np.float64), self.source.multi_label)
+        return pool(
+            out.astype(np.float64),
+            feeds["attention_mask"],
+            self.source.pooling,
+            self.source.normalize,
+        )
 
 
 class TorchModel:
@@ -81,23 +101,36 @@ class TorchModel:
     def __call__(self, sentences: Sequence[str]) -> np.ndarray:
         import torch
 
-        batch = self.tokenizer(list(sentences), padding=True, truncation=True,
-                               max_length=self.source.max_length, return_tensors="pt")
+        batch = self.tokenizer(
+            list(sentences),
+            padding=True,
+            truncation=True,
+            max_length=self.source.max_length,
+            return_tensors="pt",
+        )
         with torch.no_grad():
             out = self.model(**batch, return_dict=True)
         if self.source.task == "text-classification":
-            return softmax(out.logits.numpy().astype(np.float64))
-        return pool(out.last_hidden_state.numpy().astype(np.float64),
-                    batch["attention_mask"].numpy(), self.source.pooling, self.source.normalize)
+            return scores(out.logits.numpy().astype(np.float64), self.source.multi_label)
+        return pool(
+            out.last_hidden_state.numpy().astype(np.float64),
+            batch["attention_mask"].numpy(),
+            self.source.pooling,
+            self.source.normalize,
+        )
 
 
-def run_batched(model: Callable[[Sequence[str]], np.ndarray], sentences: Sequence[str],
-                batch: int = BATCH) -> np.ndarray:
-    return np.concatenate([model(sentences[i:i + batch]) for i in range(0, len(sentences), batch)])
+def run_batched(
+    model: Callable[[Sequence[str]], np.ndarray], sentences: Sequence[str], batch: int = BATCH
+) -> np.ndarray:
+    return np.concatenate(
+        [model(sentences[i : i + batch]) for i in range(0, len(sentences), batch)]
+    )
 
 
-def latency(model: Callable[[Sequence[str]], np.ndarray], sentences: Sequence[str],
-            rounds: int = 3) -> dict[str, float]:
+def latency(
+    model: Callable[[Sequence[str]], np.ndarray], sentences: Sequence[str], rounds: int = 3
+) -> dict[str, float]:
     """Milliseconds per call at batch 1 and batch 32, and sentences per second at each.
 
     Medians over the calls, after one warm-up call per batch size; the machine is shared, so

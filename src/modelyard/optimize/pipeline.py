@@ -111,14 +111,17 @@ def optimize(
         if quantize_mode == "none":
             variants = [_Variant("fp32", fp32, None)]
         else:
-            variants = [_Variant(s.name, quantize(fp32, work / f"{s.name}.onnx", s), s)
-                        for s in settings]
+            variants = [
+                _Variant(s.name, quantize(fp32, work / f"{s.name}.onnx", s), s) for s in settings
+            ]
             variants.sort(key=lambda v: v.size)  # stable: ties keep the preferred order
 
         chosen: _Variant | None = None
         for variant in variants:
             candidate = OnnxModel(variant.path, tokenizer_json, source, output)
-            variant.fidelity = compare(task, reference, run_batched(candidate, sentences))
+            variant.fidelity = compare(
+                task, reference, run_batched(candidate, sentences), source.multi_label
+            )
             variant.problems = failures(task, variant.fidelity, bar)
             if not variant.problems:
                 chosen = variant
@@ -133,8 +136,9 @@ def optimize(
         report = _report(source, task, bar, sentences, fp32, variants, chosen, forced)
         if measure_latency:
             report["original"]["latency"] = latency(original, sentences)
-            chosen.latency = latency(OnnxModel(chosen.path, tokenizer_json, source, output),
-                                     sentences)
+            chosen.latency = latency(
+                OnnxModel(chosen.path, tokenizer_json, source, output), sentences
+            )
         report["variants"] = [v.as_dict(v is chosen) for v in variants]
 
         manifest = BundleManifest(
@@ -147,7 +151,8 @@ def optimize(
             labels=source.labels,
             quantization=(
                 {"name": chosen.name, **chosen.setting.as_dict(), "mode": "dynamic"}
-                if chosen.setting else None
+                if chosen.setting
+                else None
             ),
             fidelity={
                 **(chosen.fidelity or {}),
@@ -207,14 +212,24 @@ def _refusal(variants: list[_Variant], bar: FidelityBar) -> FidelityError:
 
 
 def _weights_size(source: ModelSource) -> int:
-    files = [p for p in source.path.iterdir()
-             if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()]
+    files = [
+        p
+        for p in source.path.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()
+    ]
     return sum(p.stat().st_size for p in files)
 
 
-def _report(source: ModelSource, task: str, bar: FidelityBar, sentences: list[str],
-            fp32: Path, variants: list[_Variant], chosen: _Variant,
-            forced: bool) -> dict[str, Any]:
+def _report(
+    source: ModelSource,
+    task: str,
+    bar: FidelityBar,
+    sentences: list[str],
+    fp32: Path,
+    variants: list[_Variant],
+    chosen: _Variant,
+    forced: bool,
+) -> dict[str, Any]:
     return {
         "source": str(source.path.absolute()),
         "task": task,

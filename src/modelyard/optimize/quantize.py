@@ -49,8 +49,7 @@ SETTINGS: tuple[QuantSetting, ...] = (
 )
 # Known bad, never tried unless asked for by name: kept to show what the bar refuses.
 EXTRA_SETTINGS: tuple[QuantSetting, ...] = (
-    QuantSetting("int8-tensor-reduced", ("MatMul",), "QInt8", per_channel=False,
-                 reduce_range=True),
+    QuantSetting("int8-tensor-reduced", ("MatMul",), "QInt8", per_channel=False, reduce_range=True),
 )
 
 

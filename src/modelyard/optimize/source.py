@@ -58,6 +58,11 @@ class ModelSource:
         return str(self.config.get("model_type", ""))
 
     @property
+    def multi_label(self) -> bool:
+        """Independent sigmoid per label instead of one softmax over all labels."""
+        return self.config.get("problem_type") == "multi_label_classification"
+
+    @property
     def uses_token_type_ids(self) -> bool:
         # A single-row token type table (RoBERTa family) carries no information: skip the input.
         return int(self.config.get("type_vocab_size", 0) or 0) > 1
