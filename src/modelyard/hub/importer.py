@@ -253,9 +253,7 @@ def download(
     """
     from huggingface_hub import snapshot_download
 
-    kwargs: dict[str, object] = {}
-    if not settings.progress:
-        kwargs["tqdm_class"] = _SilentTqdm.make()
+    quiet = None if settings.progress else _silent_tqdm()
     with translate_errors(resolved.repo_id, resolved.revision, settings):
         snapshot = snapshot_download(
             resolved.repo_id,
@@ -267,7 +265,7 @@ def download(
             allow_patterns=list(include) or None,
             ignore_patterns=list(exclude) or None,
             max_workers=settings.max_workers,
-            **kwargs,  # type: ignore[arg-type]
+            tqdm_class=quiet,
         )
     if resolved.revision != resolved.commit and not settings.offline:
         # Record the branch the way huggingface_hub does, so an offline import of
@@ -279,17 +277,15 @@ def download(
     return Path(snapshot)
 
 
-class _SilentTqdm:
-    @staticmethod
-    def make() -> type:
-        from tqdm.auto import tqdm
+def _silent_tqdm() -> type:
+    from tqdm.auto import tqdm
 
-        class Silent(tqdm):  # type: ignore[misc,type-arg]
-            def __init__(self, *args: object, **kwargs: object) -> None:
-                kwargs["disable"] = True
-                super().__init__(*args, **kwargs)
+    class Silent(tqdm):  # type: ignore[misc,type-arg]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
 
-        return Silent
+    return Silent
 
 
 def _write_ref(folder: Path, revision: str, commit: str) -> None:

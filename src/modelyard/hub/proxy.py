@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ from modelyard.registry.errcodes import RegistryError
 log = logging.getLogger("modelyard.hub.proxy")
 PREFIX = "hf/"
 DEFAULT_TTL = 300.0
+#: Storage key under which imports are packed; not a repository (names cannot start with _).
+WORK_PREFIX = "_hub-imports"
 
 
 @dataclass
@@ -70,13 +73,13 @@ class HubProxy:
         registry: Any,
         ttl: float = DEFAULT_TTL,
         settings: Callable[[], HubSettings] | None = None,
-        work_dir: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.ttl = ttl
         self._settings = settings or (lambda: HubSettings.from_env(progress=False))
-        self.work_dir = Path(work_dir) if work_dir else None
+        # Leftovers of imports cut short by a crash: nothing references them.
+        registry.driver.delete(WORK_PREFIX)
         self._clock = clock
         self._flights: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._resolved_at: dict[tuple[str, str], float] = {}
@@ -179,19 +182,32 @@ class HubProxy:
     ) -> None:
         with self._lock:
             self.stats.imports += 1
-        tmp = Path(tempfile.mkdtemp(prefix="modelyard-hf-", dir=self.work_dir))
+        # Pack inside the storage when it is a local directory, so that the layers are
+        # renamed into place rather than copied.
+        work_key = f"{WORK_PREFIX}/{uuid.uuid4().hex}"
+        local = self.registry.driver.local_path(work_key)
+        tmp = Path(local) if local else Path(tempfile.mkdtemp(prefix="modelyard-hf-"))
         try:
             try:
                 result = import_resolved(resolved, tmp / "layout", settings=settings)
             except HubError as exc:
                 raise _registry_error(exc, name, settings) from exc
-            self._store(name, Layout.open(result.layout), result.index, tags)
+            layout = Layout.open(result.layout)
+            self._store(name, layout, result.index, tags, f"{work_key}/layout" if local else None)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if local:
+                self.registry.driver.delete(work_key)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
 
-    def _store(self, name: str, layout: Layout, index: Any, tags: list[str]) -> None:
-        """Copy an image from a layout into the registry: blobs first, then the manifests,
-        then the tags, so that a reader never sees a tag whose content is missing."""
+    def _store(
+        self, name: str, layout: Layout, index: Any, tags: list[str], layout_key: str | None
+    ) -> None:
+        """Put an image from a layout into the registry: blobs first, then the manifests,
+        then the tags, so that a reader never sees a tag whose content is missing.
+
+        `layout_key`: where the layout is inside the storage, if it is; its blobs are then
+        moved, not copied."""
         from modelyard.registry.service import blob_key
 
         registry = self.registry
@@ -199,10 +215,14 @@ class HubProxy:
         blobs = {d.digest for _, m in images for d in (m.config, *m.layers)}
         for digest in sorted(blobs):
             d = Digest.parse(digest)
-            if not registry.has_global_blob(d):
+            if registry.has_global_blob(d):
+                pass
+            elif layout_key is not None:
+                registry.driver.move(f"{layout_key}/blobs/{d.algorithm}/{d.hex}", blob_key(d))
+            else:
                 writer = registry.driver.writer(blob_key(d))
                 try:
-                    with layout.open_blob(digest) as src:
+                    with open(layout.blob_path(digest), "rb") as src:
                         for chunk in iter_chunks(src):
                             writer.write(chunk)
                     writer.commit()

@@ -414,8 +414,15 @@ _TREE_RE = re.compile(
 _RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)??)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """(start, end inclusive), None for the whole file, "invalid" if unsatisfiable."""
+class _Unsatisfiable(Exception):
+    pass
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) of a single `bytes=` range; None for the whole file.
+
+    Raises: _Unsatisfiable (answered with 416).
+    """
     if not header or not header.startswith("bytes=") or "," in header:
         return None
     first, _, last = header[6:].strip().partition("-")
@@ -423,14 +430,14 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
         if first == "":
             n = int(last)
             if n <= 0:
-                return "invalid"
+                raise _Unsatisfiable
             return max(0, size - n), size - 1
         start = int(first)
         end = int(last) if last else size - 1
     except ValueError:
         return None
     if start >= size or end < start:
-        return "invalid"
+        raise _Unsatisfiable
     return start, min(end, size - 1)
 
 
@@ -489,11 +496,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_file(
         self, f: HubFile, headers: dict[str, str], repo_id: str, head: bool = False
     ) -> None:
-        rng = _parse_range(self.headers.get("Range"), f.size)
-        if rng == "invalid":
+        try:
+            rng = _parse_range(self.headers.get("Range"), f.size)
+        except _Unsatisfiable:
             self._send(416, {**headers, "Content-Range": f"bytes */{f.size}"}, head=head)
             return
-        start, end = (0, f.size - 1) if rng is None else rng  # type: ignore[misc]
+        start, end = (0, f.size - 1) if rng is None else rng
         length = max(0, end - start + 1)
         self.send_response(200 if rng is None else 206)
         for k, v in headers.items():
