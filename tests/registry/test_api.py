@@ -383,7 +383,15 @@ def test_unknown_manifest(client: TestClient) -> None:
     assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN"
     r = client.get(f"/v2/org/m/manifests/{sha256(b'x')}")
     assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN"
-    r = client.get("/v2/org/m/manifests/-badtag")
+    r = client.get("/v2/org/m/manifests/.INVALID_TAG")
+    assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN"
+    assert client.head("/v2/org/m/manifests/.INVALID_TAG").status_code == 404
+    config = push_blob(client, "org/m", b"{}")
+    r = client.put(
+        "/v2/org/m/manifests/.bad",
+        content=image_manifest(config, 2, []),
+        headers={"Content-Type": mt.OCI_MANIFEST},
+    )
     assert r.status_code == 400 and error_code(r) == "TAG_INVALID"
 
 
