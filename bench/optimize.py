@@ -73,8 +73,7 @@ def cold_start(code: str, model: Path, runs: int, threads: int | None) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", script], check=True, env=env,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -84,13 +83,16 @@ def mb(size: int) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="model dir [default: the wheel's]")
     ap.add_argument("--work", type=Path, default=Path("bench/_work/optimize"))
     ap.add_argument("--cold-runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch and onnxruntime threads [default: all cores]")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and onnxruntime threads [default: all cores]",
+    )
     args = ap.parse_args()
     model = args.model or find_minilm()
     if args.threads:
@@ -118,35 +120,57 @@ def main() -> None:
 
     rows = [
         ["", "size", "mean cos", "min cos", "b1 ms", "b1 /s", "b32 /s", "cold s"],
-        ["torch fp32 (safetensors)", mb(original["size"]), "1", "1",
-         f"{original['latency']['batch1_ms']:.1f}", f"{original['latency']['batch1_per_s']:.0f}",
-         f"{original['latency']['batch32_per_s']:.0f}", f"{cold_torch:.2f}"],
+        [
+            "torch fp32 (safetensors)",
+            mb(original["size"]),
+            "1",
+            "1",
+            f"{original['latency']['batch1_ms']:.1f}",
+            f"{original['latency']['batch1_per_s']:.0f}",
+            f"{original['latency']['batch32_per_s']:.0f}",
+            f"{cold_torch:.2f}",
+        ],
     ]
     for label, v, cold in (("onnx fp32", f32, cold_fp32), (f"onnx {i8['name']}", i8, cold_int8)):
-        rows.append([label, mb(v["size"]), f"{v['fidelity']['mean_cosine']:.4f}",
-                     f"{v['fidelity']['min_cosine']:.4f}", f"{v['latency']['batch1_ms']:.1f}",
-                     f"{v['latency']['batch1_per_s']:.0f}", f"{v['latency']['batch32_per_s']:.0f}",
-                     f"{cold:.2f}"])
+        rows.append(
+            [
+                label,
+                mb(v["size"]),
+                f"{v['fidelity']['mean_cosine']:.4f}",
+                f"{v['fidelity']['min_cosine']:.4f}",
+                f"{v['latency']['batch1_ms']:.1f}",
+                f"{v['latency']['batch1_per_s']:.0f}",
+                f"{v['latency']['batch32_per_s']:.0f}",
+                f"{cold:.2f}",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"model: {model}  samples: {int8.report['samples']}  "
-          f"threads: {args.threads or os.cpu_count()}")
+    print(
+        f"model: {model}  samples: {int8.report['samples']}  "
+        f"threads: {args.threads or os.cpu_count()}"
+    )
     for i, row in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()
-    print(f"int8 vs torch: size x{original['size'] / i8['size']:.2f} smaller, "
-          f"batch 1 x{i8['latency']['batch1_per_s'] / original['latency']['batch1_per_s']:.2f}, "
-          f"batch 32 x{i8['latency']['batch32_per_s'] / original['latency']['batch32_per_s']:.2f}"
-          f", cold start x{cold_torch / cold_int8:.1f} faster")
-    print(f"optimize wall time: fp32 {fp32_time:.1f} s, int8 {int8_time:.1f} s "
-          f"(tried: {', '.join(v['name'] for v in int8.report['variants'] if v['fidelity'])})")
+    print(
+        f"int8 vs torch: size x{original['size'] / i8['size']:.2f} smaller, "
+        f"batch 1 x{i8['latency']['batch1_per_s'] / original['latency']['batch1_per_s']:.2f}, "
+        f"batch 32 x{i8['latency']['batch32_per_s'] / original['latency']['batch32_per_s']:.2f}"
+        f", cold start x{cold_torch / cold_int8:.1f} faster"
+    )
+    print(
+        f"optimize wall time: fp32 {fp32_time:.1f} s, int8 {int8_time:.1f} s "
+        f"(tried: {', '.join(v['name'] for v in int8.report['variants'] if v['fidelity'])})"
+    )
     print("\nint8 variants (size, mean/min cosine):")
     for v in int8.report["variants"]:
         fid = v["fidelity"]
         stats = f"{fid['mean_cosine']:.4f} / {fid['min_cosine']:.4f}" if fid else "not tried"
-        print(f"  {v['name']:22s} {mb(v['size']):>9s}  {stats}"
-              f"{'  <- chosen' if v['chosen'] else ''}")
+        print(
+            f"  {v['name']:22s} {mb(v['size']):>9s}  {stats}{'  <- chosen' if v['chosen'] else ''}"
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,11 @@ class BundleManifest:
             raise BundleError(f"unsupported bundle format {self.format!r} (know {FORMAT_VERSION})")
         if self.task not in TASKS:
             raise BundleError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
-        if not isinstance(self.max_length, int) or isinstance(self.max_length, bool) \
-                or self.max_length < 2:
+        if (
+            not isinstance(self.max_length, int)
+            or isinstance(self.max_length, bool)
+            or self.max_length < 2
+        ):
             raise BundleError(f"max_length must be an integer >= 2, got {self.max_length!r}")
         if not self.inputs or not all(isinstance(n, str) and n for n in self.inputs):
             raise BundleError(f"inputs must be a non-empty list of names, got {self.inputs!r}")

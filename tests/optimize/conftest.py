@@ -22,8 +22,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     return {
         "bert-cls": make_tiny_model(root / "bert-cls", "bert", "text-classification", seed=1),
-        "xlmr-cls": make_tiny_model(root / "xlmr-cls", "xlm-roberta", "text-classification",
-                                    num_labels=4, seed=2),
+        "xlmr-cls": make_tiny_model(
+            root / "xlmr-cls", "xlm-roberta", "text-classification", num_labels=4, seed=2
+        ),
         "bert-emb": make_tiny_model(root / "bert-emb", "bert", "feature-extraction", seed=3),
     }
 
@@ -39,9 +40,18 @@ def runner_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         *RUNNER_PACKAGES],
-        capture_output=True, text=True, check=False,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            *RUNNER_PACKAGES,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"cannot install {RUNNER_PACKAGES} in a venv:\n{proc.stderr}")
@@ -56,10 +66,15 @@ def run_in_runner_venv(runner_python: Path) -> RunInVenv:
     """Run `python ARGS...` in the runner venv, with only modelyard's source on the path."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         env["PYTHONPATH"] = str(SRC)
-        return subprocess.run([str(runner_python), *args], capture_output=True, text=True,
-                              env=env, timeout=300, check=False)
+        return subprocess.run(
+            [str(runner_python), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
 
     return run

@@ -24,11 +24,10 @@ def main() -> None:
     sentences = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
     manifest = BundleManifest.load(bundle)
     tokenizer = Tokenizer.from_file(str(bundle / manifest.tokenizer))
-    session = ort.InferenceSession(str(bundle / manifest.model),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(bundle / manifest.model), providers=["CPUExecutionProvider"])
     rows = []
     for start in range(0, len(sentences), 16):
-        enc = tokenizer.encode_batch(sentences[start:start + 16])
+        enc = tokenizer.encode_batch(sentences[start : start + 16])
         feeds = {
             "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
@@ -49,13 +48,17 @@ def main() -> None:
             pooled = pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
         rows.append(pooled)
     heavy = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is not None]
-    print(json.dumps({
-        "outputs": np.concatenate(rows).tolist(),
-        "labels": manifest.labels,
-        "max_tokens": max(len(e.ids) for e in tokenizer.encode_batch(sentences)),
-        "heavy_modules": heavy,
-        "loaded_modules": sorted(m for m in sys.modules if m in ("torch", "transformers")),
-    }))
+    print(
+        json.dumps(
+            {
+                "outputs": np.concatenate(rows).tolist(),
+                "labels": manifest.labels,
+                "max_tokens": max(len(e.ids) for e in tokenizer.encode_batch(sentences)),
+                "heavy_modules": heavy,
+                "loaded_modules": sorted(m for m in sys.modules if m in ("torch", "transformers")),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,13 +32,23 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def int8_bundles(tiny_models: dict[str, Path],
-                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def int8_bundles(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bundles")
     out: dict[str, Path] = {}
     for name, task in CASES.items():
-        code = main(["optimize", str(tiny_models[name]), "--task", task, "-o",
-                     str(root / name), "--no-latency"])
+        code = main(
+            [
+                "optimize",
+                str(tiny_models[name]),
+                "--task",
+                task,
+                "-o",
+                str(root / name),
+                "--no-latency",
+            ]
+        )
         assert code == 0
         out[name] = root / name
     return out
@@ -51,8 +61,11 @@ def _reference(model_dir: Path, task: str, sentences: list[str]) -> np.ndarray:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_int8_bundle_runs_without_torch_and_meets_bar(
-    name: str, tiny_models: dict[str, Path], int8_bundles: dict[str, Path],
-    run_in_runner_venv: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path,
+    name: str,
+    tiny_models: dict[str, Path],
+    int8_bundles: dict[str, Path],
+    run_in_runner_venv: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
 ) -> None:
     task = CASES[name]
     bundle = int8_bundles[name]
@@ -60,8 +73,9 @@ def test_int8_bundle_runs_without_torch_and_meets_bar(
     assert manifest.quantization is not None
     assert manifest.quantization["weight_type"] in ("QInt8", "QUInt8")
     assert manifest.fidelity is not None and manifest.fidelity["passes"] is True
-    assert (bundle / "model.onnx").stat().st_size < (tiny_models[name] / "model.safetensors") \
-        .stat().st_size
+    assert (bundle / "model.onnx").stat().st_size < (
+        tiny_models[name] / "model.safetensors"
+    ).stat().st_size
 
     sentences = [*SAMPLES[:20], "un deux trois " * 40]
     sentences_file = tmp_path / "sentences.json"
@@ -83,8 +97,13 @@ def test_int8_bundle_runs_without_torch_and_meets_bar(
 
 
 def test_fp32_bundle_is_exact(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    result = optimize(tiny_models["xlmr-cls"], tmp_path / "b", "text-classification",
-                      quantize_mode="none", measure_latency=False)
+    result = optimize(
+        tiny_models["xlmr-cls"],
+        tmp_path / "b",
+        "text-classification",
+        quantize_mode="none",
+        measure_latency=False,
+    )
     assert result.manifest.quantization is None
     assert result.manifest.fidelity is not None
     assert result.manifest.fidelity["agreement"] == 1.0
@@ -92,12 +111,24 @@ def test_fp32_bundle_is_exact(tiny_models: dict[str, Path], tmp_path: Path) -> N
     assert [v["name"] for v in result.report["variants"]] == ["fp32"]
 
 
-def test_refuses_bundle_below_bar(tiny_models: dict[str, Path], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_refuses_bundle_below_bar(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "refused"
     # No int8 setting can keep every probability within 1e-12 of the original.
-    code = main(["optimize", str(tiny_models["bert-cls"]), "--task", "text-classification",
-                 "-o", str(out), "--max-prob-delta", "1e-12", "--no-latency"])
+    code = main(
+        [
+            "optimize",
+            str(tiny_models["bert-cls"]),
+            "--task",
+            "text-classification",
+            "-o",
+            str(out),
+            "--max-prob-delta",
+            "1e-12",
+            "--no-latency",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "refusing to write the bundle" in err
@@ -106,18 +137,38 @@ def test_refuses_bundle_below_bar(tiny_models: dict[str, Path], tmp_path: Path,
     assert list(tmp_path.iterdir()) == []  # no staging directory either
 
     with pytest.raises(FidelityError) as info:
-        optimize(tiny_models["bert-emb"], out, "feature-extraction", setting="int8-tensor",
-                 bar=FidelityBar(min_min_cosine=1.0), measure_latency=False)
+        optimize(
+            tiny_models["bert-emb"],
+            out,
+            "feature-extraction",
+            setting="int8-tensor",
+            bar=FidelityBar(min_min_cosine=1.0),
+            measure_latency=False,
+        )
     assert info.value.failures and "min cosine" in info.value.failures[0]
     assert not out.exists()
 
 
-def test_force_writes_and_marks_the_bundle(tiny_models: dict[str, Path], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_force_writes_and_marks_the_bundle(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "forced"
-    code = main(["optimize", str(tiny_models["bert-cls"]), "--task", "text-classification",
-                 "-o", str(out), "--max-prob-delta", "1e-12", "--force", "--no-latency",
-                 "--setting", "int8-channel"])
+    code = main(
+        [
+            "optimize",
+            str(tiny_models["bert-cls"]),
+            "--task",
+            "text-classification",
+            "-o",
+            str(out),
+            "--max-prob-delta",
+            "1e-12",
+            "--force",
+            "--no-latency",
+            "--setting",
+            "int8-channel",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "below the fidelity bar" in captured.err
@@ -128,7 +179,9 @@ def test_force_writes_and_marks_the_bundle(tiny_models: dict[str, Path], tmp_pat
 
 
 def test_json_report_samples_file_and_clean_cwd(
-    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     work = tmp_path / "cwd"
@@ -136,16 +189,27 @@ def test_json_report_samples_file_and_clean_cwd(
     monkeypatch.chdir(work)
     samples = tmp_path / "samples.txt"
     samples.write_text("first sentence\n\nzweiter Satz\ntroisième phrase\n", encoding="utf-8")
-    code = main(["optimize", str(tiny_models["xlmr-cls"]), "--task", "text-classification",
-                 "-o", str(tmp_path / "b"), "--samples", str(samples), "--json",
-                 "--report", str(tmp_path / "report.json")])
+    code = main(
+        [
+            "optimize",
+            str(tiny_models["xlmr-cls"]),
+            "--task",
+            "text-classification",
+            "-o",
+            str(tmp_path / "b"),
+            "--samples",
+            str(samples),
+            "--json",
+            "--report",
+            str(tmp_path / "report.json"),
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["samples"] == 3
     chosen = [v for v in report["variants"] if v["chosen"]]
     assert [v["name"] for v in chosen] == [report["chosen"]]
-    assert set(chosen[0]["latency"]) == {"batch1_ms", "batch1_per_s", "batch32_ms",
-                                         "batch32_per_s"}
+    assert set(chosen[0]["latency"]) == {"batch1_ms", "batch1_per_s", "batch32_ms", "batch32_per_s"}
     assert report["original"]["latency"]["batch32_per_s"] > 0
     assert report["onnx_fp32_size"] > chosen[0]["size"]
     # The report is also written to --report, and quantization left nothing in the cwd.
@@ -154,16 +218,36 @@ def test_json_report_samples_file_and_clean_cwd(
 
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    code = main(["optimize", str(tiny_models["xlmr-cls"]), "--task", "text-classification",
-                 "-o", str(tmp_path / "c"), "--samples", str(empty)])
+    code = main(
+        [
+            "optimize",
+            str(tiny_models["xlmr-cls"]),
+            "--task",
+            "text-classification",
+            "-o",
+            str(tmp_path / "c"),
+            "--samples",
+            str(empty),
+        ]
+    )
     assert code == 1
     assert "holds no sentences" in capsys.readouterr().err
 
 
-def test_table_lists_every_variant(tiny_models: dict[str, Path], tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["optimize", str(tiny_models["bert-emb"]), "--task", "feature-extraction",
-                 "-o", str(tmp_path / "b"), "--no-latency"])
+def test_table_lists_every_variant(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "optimize",
+            str(tiny_models["bert-emb"]),
+            "--task",
+            "feature-extraction",
+            "-o",
+            str(tmp_path / "b"),
+            "--no-latency",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "original (torch)" in out and "mean_cosine" in out
@@ -172,21 +256,45 @@ def test_table_lists_every_variant(tiny_models: dict[str, Path], tmp_path: Path,
     assert "chosen" in out and f"wrote {tmp_path / 'b'}" in out
 
 
-def test_classifier_source_without_labels_is_refused(tiny_models: dict[str, Path],
-                                                     tmp_path: Path) -> None:
-    code = main(["optimize", str(tiny_models["bert-emb"]), "--task", "text-classification",
-                 "-o", str(tmp_path / "b")])
+def test_classifier_source_without_labels_is_refused(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "optimize",
+            str(tiny_models["bert-emb"]),
+            "--task",
+            "text-classification",
+            "-o",
+            str(tmp_path / "b"),
+        ]
+    )
     assert code == 1
     assert not (tmp_path / "b").exists()
 
 
-def test_bundle_is_reproducible_and_packs(tiny_models: dict[str, Path],
-                                          int8_bundles: dict[str, Path], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bundle_is_reproducible_and_packs(
+    tiny_models: dict[str, Path],
+    int8_bundles: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     first = int8_bundles["xlmr-cls"]
     again = tmp_path / "again"
-    assert main(["optimize", str(tiny_models["xlmr-cls"]), "--task", "text-classification",
-                 "-o", str(again), "--no-latency"]) == 0
+    assert (
+        main(
+            [
+                "optimize",
+                str(tiny_models["xlmr-cls"]),
+                "--task",
+                "text-classification",
+                "-o",
+                str(again),
+                "--no-latency",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in first.iterdir())
     assert names == ["config.json", "model.onnx", "modelyard.json", "tokenizer.json"]
     for name in names:  # same model in, same bytes out: packing gives the same image digest
@@ -201,8 +309,9 @@ def test_bundle_is_reproducible_and_packs(tiny_models: dict[str, Path],
 
 
 def test_multi_label_classifier(tmp_path: Path) -> None:
-    src = make_tiny_model(tmp_path / "ml", "bert", "text-classification", num_labels=5,
-                          seed=4, multi_label=True)
+    src = make_tiny_model(
+        tmp_path / "ml", "bert", "text-classification", num_labels=5, seed=4, multi_label=True
+    )
     result = optimize(src, tmp_path / "b", "text-classification", measure_latency=False)
     assert result.manifest.fidelity is not None and result.manifest.fidelity["passes"]
     config = json.loads((tmp_path / "b" / "config.json").read_text())
@@ -215,13 +324,15 @@ def test_multi_label_classifier(tmp_path: Path) -> None:
     assert metrics["agreement"] == 0.5 and metrics["disagreements"] == 1
 
 
-def test_unloadable_source_is_a_clear_error(tiny_models: dict[str, Path], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_unloadable_source_is_a_clear_error(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_models["bert-cls"], broken)
     (broken / "model.safetensors").unlink()
-    code = main(["optimize", str(broken), "--task", "text-classification",
-                 "-o", str(tmp_path / "b")])
+    code = main(
+        ["optimize", str(broken), "--task", "text-classification", "-o", str(tmp_path / "b")]
+    )
     assert code == 1
     assert "cannot load" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()

@@ -43,8 +43,9 @@ def _bundle_outputs(bundle: Path, sentences: list[str]) -> tuple[np.ndarray, np.
 
 
 @pytest.mark.parametrize("name", ["bert-cls", "xlmr-cls"])
-def test_classifier_bundle_matches_torch(tiny_models: dict[str, Path], tmp_path: Path,
-                                         name: str) -> None:
+def test_classifier_bundle_matches_torch(
+    tiny_models: dict[str, Path], tmp_path: Path, name: str
+) -> None:
     src = tiny_models[name]
     manifest = export_bundle(src, tmp_path / "bundle", "text-classification")
     config = json.loads((src / "config.json").read_text())
@@ -54,7 +55,7 @@ def test_classifier_bundle_matches_torch(tiny_models: dict[str, Path], tmp_path:
 
     logits, mask = _bundle_outputs(tmp_path / "bundle", SENTENCES)
     assert mask.shape[1] == 64  # the long sentence was truncated at the model's max length
-    assert mask[4].sum() < 10   # "hello" was padded to the batch, not to a fixed length
+    assert mask[4].sum() < 10  # "hello" was padded to the batch, not to a fixed length
 
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForSequenceClassification.from_pretrained(src).eval()
@@ -83,7 +84,10 @@ def test_bundle_files_and_manifest(tiny_models: dict[str, Path], tmp_path: Path)
     out = tmp_path / "bundle"
     export_bundle(tiny_models["xlmr-cls"], out, "text-classification")
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "model.onnx", "modelyard.json", "tokenizer.json",
+        "config.json",
+        "model.onnx",
+        "modelyard.json",
+        "tokenizer.json",
     ]
     data = json.loads((out / "modelyard.json").read_text())
     assert data["format"] == 1
@@ -113,8 +117,13 @@ def test_missing_source(tmp_path: Path) -> None:
 
 
 def test_manifest_validation(tmp_path: Path) -> None:
-    good = BundleManifest(task="text-classification", max_length=16, inputs=["input_ids"],
-                          output="logits", labels=["a", "b"])
+    good = BundleManifest(
+        task="text-classification",
+        max_length=16,
+        inputs=["input_ids"],
+        output="logits",
+        labels=["a", "b"],
+    )
     assert BundleManifest.from_dict(json.loads(good.to_json())) == good
     for bad, message in [
         ({"task": "translation"}, "unknown task"),
