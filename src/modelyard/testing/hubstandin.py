@@ -554,7 +554,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _HubHandler(_Handler):
     def route(self, path: str, query: dict[str, list[str]]) -> None:
         hub, token = self.hub, self._token()
-        if m := _TREE_RE.match(path):
+        if path == "/api/agent-harnesses":  # asked once a day by huggingface_hub >= 1.x
+            self._json({"standardEnvVars": [], "harnesses": {}})
+        elif m := _TREE_RE.match(path):
             repo = hub._repo(unquote(m["repo"]), token)
             commit = hub._commit(repo, unquote(m["rev"]))
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
