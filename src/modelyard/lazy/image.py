@@ -248,8 +248,11 @@ class RemoteImage:
     def _fetch_chunks(self, loc: Located) -> str:
         assert loc.toc_file is not None
         with self.cache.writer(loc.digest) as staged:
+            # The staged entry checks the file digest; iter_file checks every chunk.
             for data in estargz.iter_file(
-                lambda s, e: self.read_range(loc.layer, s, e), loc.toc_file
+                lambda s, e: self.read_range(loc.layer, s, e),
+                loc.toc_file,
+                verify_file=loc.digest is None,
             ):
                 staged.write(data)
         assert staged.digest is not None

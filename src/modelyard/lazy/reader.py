@@ -104,12 +104,13 @@ class LazyFile(io.RawIOBase):
                 missing.append(i)
         # Contiguous runs of missing chunks, one request each.
         run: list[int] = []
-        for i in [*missing, None]:
-            if run and (i is None or i != run[-1] + 1):
+        for i in missing:
+            if run and i != run[-1] + 1:
                 self._fetch(run)
                 run = []
-            if i is not None:
-                run.append(i)
+            run.append(i)
+        if run:
+            self._fetch(run)
 
     def _fetch(self, run: list[int]) -> None:
         chunks = self._file.chunks

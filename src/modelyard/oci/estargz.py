@@ -573,19 +573,41 @@ def chunk_from_member(file: TocFile, chunk: Chunk, member: bytes) -> bytes:
     return data
 
 
-def iter_file(read_range: ReadRange, file: TocFile) -> Iterator[bytes]:
-    """Yield a file's content chunk by chunk, each verified; the whole-file digest is checked
-    after the last chunk (so a consumer must not trust the content before the end).
+def _groups(chunks: tuple[Chunk, ...], batch: int) -> Iterator[tuple[Chunk, ...]]:
+    """Runs of at most `batch` chunks whose members are adjacent (or shared) in the blob."""
+    group: list[Chunk] = []
+    for c in chunks:
+        if group and (len(group) == batch or c.offset not in (group[-1].end, group[-1].offset)):
+            yield tuple(group)
+            group = []
+        group.append(c)
+    if group:
+        yield tuple(group)
+
+
+def iter_file(
+    read_range: ReadRange, file: TocFile, *, verify_file: bool = True, batch: int = 4
+) -> Iterator[bytes]:
+    """Yield a file's content chunk by chunk, each verified against its chunk digest.
+
+    Adjacent chunks are fetched `batch` at a time, one range each. With `verify_file`, the
+    whole-file digest is checked after the last chunk (so a consumer must not trust the
+    content before the end); pass False when the consumer hashes the content itself.
 
     Raises:
         DigestMismatch, InvalidEStargz.
     """
-    h = hashlib.sha256()
-    for chunk in file.chunks:
-        data = chunk_from_member(file, chunk, read_range(chunk.offset, chunk.end))
-        h.update(data)
-        yield data
-    if file.digest is not None:
+    h = hashlib.sha256() if verify_file and file.digest is not None else None
+    for group in _groups(file.chunks, batch):
+        start = group[0].offset
+        data = read_range(start, max(c.end for c in group))
+        for c in group:
+            content = chunk_from_member(file, c, data[c.offset - start : c.end - start])
+            if h is not None:
+                h.update(content)
+            yield content
+        del data
+    if h is not None and file.digest is not None:
         actual = "sha256:" + h.hexdigest()
         if actual != file.digest:
             raise DigestMismatch(file.digest, actual, file.name)
