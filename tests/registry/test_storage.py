@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,3 +102,12 @@ def test_paths_cannot_escape(driver: StorageDriver) -> None:
         driver.put("../outside", b"x")
     with pytest.raises(StorageError):
         driver.get("a/../../etc/passwd")
+
+
+def test_purge_temp(driver: StorageDriver) -> None:
+    w = driver.writer("a/b")
+    w.write(b"abandoned by a crash")
+    assert driver.purge_temp(older_than=time.time() - 3600) == []  # too young
+    removed = driver.purge_temp(older_than=time.time() + 1)
+    assert len(removed) == 1 and removed[0].startswith("a/")
+    assert driver.list("a") == [] and driver.stat("a/b") is None

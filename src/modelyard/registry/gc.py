@@ -30,6 +30,7 @@ class GCReport:
     blobs: list[str] = field(default_factory=list)
     uploads: list[str] = field(default_factory=list)  # "repo/uuid"
     freed_bytes: int = 0
+    temp_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -38,6 +39,7 @@ class GCReport:
             "blobs": self.blobs,
             "uploads": self.uploads,
             "freed_bytes": self.freed_bytes,
+            "temp_files": self.temp_files,
         }
 
 
@@ -131,4 +133,7 @@ def collect(driver: StorageDriver, grace: float = 3600.0, dry_run: bool = False)
                 report.freed_bytes += info.size if info else 0
                 if not dry_run:
                     driver.delete(key.rsplit("/", 1)[0])
+    if not dry_run:
+        # Temp files of writes cut short by a crash: invisible, but they hold disk space.
+        report.temp_files = driver.purge_temp(cutoff)
     return report

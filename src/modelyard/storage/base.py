@@ -78,5 +78,9 @@ class StorageDriver(Protocol):
     def move(self, src: str, dst: str) -> None:
         """Rename `src` to `dst` atomically, replacing `dst`. Raises PathNotFound for `src`."""
 
+    def purge_temp(self, older_than: float) -> list[str]:
+        """Delete temp files of writers that were never committed or cancelled (the process
+        died) and last modified before the timestamp `older_than`; returns their paths."""
+
     def local_path(self, path: str) -> str | None:
         """An OS path for zero-copy serving (sendfile), or None if the driver has none."""

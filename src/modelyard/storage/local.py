@@ -172,5 +172,20 @@ class LocalDriver:
             raise PathNotFound(src) from exc
         _fsync_dir(os.path.dirname(d))
 
+    def purge_temp(self, older_than: float) -> list[str]:
+        removed = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    if os.stat(full).st_mtime < older_than:
+                        os.unlink(full)
+                        removed.append(os.path.relpath(full, self.root).replace(os.sep, "/"))
+                except FileNotFoundError:
+                    continue  # its writer just committed or cancelled it
+        return removed
+
     def local_path(self, path: str) -> str | None:
         return self._abs(path)
