@@ -146,3 +146,21 @@ def test_hub_cache_snapshot_origin(tiny_models: dict[str, Path], tmp_path: Path)
     assert manifest.source == {"repo": "org/tiny-bert", "revision": "0123abcd"}
     plain = export_bundle(tiny_models["bert-cls"], tmp_path / "plain", "text-classification")
     assert plain.source == {"path": str(tiny_models["bert-cls"].absolute()), "revision": None}
+
+
+def test_optimize_checks_destination_before_work(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard.optimize import pipeline
+
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "data.txt").write_text("keep me")
+
+    def no_load(*_: object) -> None:
+        raise AssertionError("the model was loaded before the destination was checked")
+
+    monkeypatch.setattr(pipeline, "load_torch_model", no_load)
+    with pytest.raises(BundleError, match="not a modelyard bundle"):
+        pipeline.optimize(tiny_models["bert-cls"], out, "text-classification")
+    assert (out / "data.txt").read_text() == "keep me"

@@ -80,11 +80,7 @@ def write_bundle(
     Raises:
         BundleError: `out_dir` exists, is not empty, and is not a modelyard bundle.
     """
-    out = Path(out_dir).absolute()
-    if out.exists() and (
-        not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())
-    ):
-        raise BundleError(f"{out} exists and is not a modelyard bundle; refusing to overwrite")
+    out = check_destination(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -98,6 +94,20 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return out
+
+
+def check_destination(out_dir: str | Path) -> Path:
+    """The absolute bundle path, if writing there would lose nothing but an older bundle.
+
+    Raises:
+        BundleError: `out_dir` exists, is not empty, and is not a modelyard bundle.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())
+    ):
+        raise BundleError(f"{out} exists and is not a modelyard bundle; refusing to overwrite")
     return out
 
 

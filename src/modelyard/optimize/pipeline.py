@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.bundle import BundleManifest
-from modelyard.errors import FidelityError
-from modelyard.optimize.bundle import slim_tokenizer_json, write_bundle
+from modelyard.errors import ExportError, FidelityError
+from modelyard.optimize.bundle import check_destination, slim_tokenizer_json, write_bundle
 from modelyard.optimize.export import export_onnx, load_torch_model, output_name
 from modelyard.optimize.fidelity import FidelityBar, compare, failures
 from modelyard.optimize.inference import OnnxModel, TorchModel, latency, run_batched
@@ -97,6 +97,7 @@ def optimize(
     sentences = load_samples(samples)
     source = read_source(source_dir, task)
     settings = [setting_by_name(setting)] if setting else list(SETTINGS)
+    check_destination(out_dir)  # fail before minutes of work, not after
     model = load_torch_model(source)
     original = TorchModel(source, model)
     tokenizer_json = slim_tokenizer_json(source)
@@ -108,12 +109,11 @@ def optimize(
         inputs = export_onnx(source, model, fp32)
         reference = run_batched(original, sentences)
 
+        broken: dict[str, str] = {}
         if quantize_mode == "none":
             variants = [_Variant("fp32", fp32, None)]
         else:
-            variants = [
-                _Variant(s.name, quantize(fp32, work / f"{s.name}.onnx", s), s) for s in settings
-            ]
+            variants, broken = _quantize_all(fp32, work, settings)
             variants.sort(key=lambda v: v.size)  # stable: ties keep the preferred order
 
         chosen: _Variant | None = None
@@ -134,6 +134,7 @@ def optimize(
             forced = True
 
         report = _report(source, task, bar, sentences, fp32, variants, chosen, forced)
+        report["quantization_errors"] = broken
         if measure_latency:
             report["original"]["latency"] = latency(original, sentences)
             chosen.latency = latency(
@@ -191,6 +192,25 @@ def export_bundle(source_dir: str | Path, out_dir: str | Path, task: str) -> Bun
         )
         write_bundle(out_dir, source, onnx_path, manifest)
     return manifest
+
+
+def _quantize_all(
+    fp32: Path, work: Path, settings: list[QuantSetting]
+) -> tuple[list[_Variant], dict[str, str]]:
+    """Quantize with every setting; a setting ORT cannot apply is reported, not fatal."""
+    variants: list[_Variant] = []
+    broken: dict[str, str] = {}
+    for setting in settings:
+        try:
+            path = quantize(fp32, work / f"{setting.name}.onnx", setting)
+        except ExportError as exc:
+            broken[setting.name] = str(exc)
+            continue
+        variants.append(_Variant(setting.name, path, setting))
+    if not variants:
+        details = "; ".join(broken.values())
+        raise ExportError(f"no quantization setting could be applied: {details}")
+    return variants, broken
 
 
 def _score(task: str, variant: _Variant) -> tuple[float, float]:
