@@ -509,3 +509,27 @@ def test_unknown_endpoint_and_method(client: TestClient) -> None:
     assert r.status_code == 404 and "errors" in r.json()
     r = client.post("/v2/org/m/manifests/v1")
     assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
+
+
+def test_sha512_manifest_and_referrer(client: TestClient) -> None:
+    config = push_blob(client, "org/m", b"{}")
+    body = image_manifest(config, 2, [])
+    digest = "sha512:" + hashlib.sha512(body).hexdigest()
+    r = client.put(
+        f"/v2/org/m/manifests/{digest}", content=body, headers={"Content-Type": mt.OCI_MANIFEST}
+    )
+    assert r.status_code == 201 and r.headers["Docker-Content-Digest"] == digest
+    r = client.get(f"/v2/org/m/manifests/{digest}")
+    assert r.content == body and r.headers["Docker-Content-Digest"] == digest
+    referrer = image_manifest(
+        config, 2, [], subject={"mediaType": mt.OCI_MANIFEST, "digest": digest, "size": len(body)}
+    )
+    r = client.put(
+        f"/v2/org/m/manifests/{sha256(referrer)}",
+        content=referrer,
+        headers={"Content-Type": mt.OCI_MANIFEST},
+    )
+    assert r.headers["OCI-Subject"] == digest
+    found = client.get(f"/v2/org/m/referrers/{digest}").json()["manifests"]
+    assert [d["digest"] for d in found] == [sha256(referrer)]
+    assert found[0]["artifactType"] == mt.OCI_CONFIG

@@ -128,9 +128,9 @@ def collect(driver: StorageDriver, grace: float = 3600.0, dry_run: bool = False)
                 key = blob_key(d)
                 if d in reached_blobs or young(key):
                     continue
-                info = driver.stat(key)
+                stat = driver.stat(key)
                 report.blobs.append(str(d))
-                report.freed_bytes += info.size if info else 0
+                report.freed_bytes += stat.size if stat else 0
                 if not dry_run:
                     driver.delete(key.rsplit("/", 1)[0])
     if not dry_run:

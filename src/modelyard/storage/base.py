@@ -11,6 +11,7 @@ an empty list; `delete` of a missing path returns False. Other failures raise `S
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -78,7 +79,7 @@ class StorageDriver(Protocol):
     def move(self, src: str, dst: str) -> None:
         """Rename `src` to `dst` atomically, replacing `dst`. Raises PathNotFound for `src`."""
 
-    def purge_temp(self, older_than: float) -> list[str]:
+    def purge_temp(self, older_than: float) -> builtins.list[str]:
         """Delete temp files of writers that were never committed or cancelled (the process
         died) and last modified before the timestamp `older_than`; returns their paths."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import shutil
@@ -172,7 +173,7 @@ class LocalDriver:
             raise PathNotFound(src) from exc
         _fsync_dir(os.path.dirname(d))
 
-    def purge_temp(self, older_than: float) -> list[str]:
+    def purge_temp(self, older_than: float) -> builtins.list[str]:
         removed = []
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
