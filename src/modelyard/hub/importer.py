@@ -273,7 +273,8 @@ def download(
         _write_ref(_storage_folder(settings, resolved.repo_id), resolved.revision, resolved.commit)
     missing = [f.path for f in files if not (Path(snapshot) / f.path).is_file()]
     if missing:
-        raise HubNotCached(f"{resolved.repo_id}@{resolved.commit}: missing {', '.join(missing)}")
+        error = HubNotCached if settings.offline else HubUnavailable
+        raise error(f"{resolved.repo_id}@{resolved.commit}: missing {', '.join(missing)}")
     return Path(snapshot)
 
 
@@ -289,15 +290,22 @@ def _silent_tqdm() -> type:
 
 
 def _write_ref(folder: Path, revision: str, commit: str) -> None:
+    """Best effort, as in huggingface_hub: a cache we cannot write refs to still imports."""
     ref = folder / "refs" / revision
     with contextlib.suppress(OSError):
         if ref.read_text() == commit:
             return
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ref.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(commit)
-    os.replace(tmp, ref)
+    tmp = None
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=ref.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(commit)
+        os.replace(tmp, ref)
+    except OSError:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _hash_file(path: Path, git: bool) -> tuple[str, str | None, int]:
