@@ -3,11 +3,11 @@
     python bench/lazy.py [--size-gib 2] [--files 4] [--work DIR]
 
 The image (N random float32 weight files + config.json + tokenizer.json) is packed with
-`--format estargz` and pushed with skopeo to Debian's docker-registry (setup, not timed). Then,
-each with an empty cache: `modelyard pull REF config.json` vs `skopeo copy` of the whole image
-to an OCI layout (what any tool must do without file-level access), and, for reference,
-`modelyard pull REF` of the whole image. Bytes are the blob bytes the registry's access log
-says it served.
+`--format estargz` (after timing `pack` in both formats, best of two) and pushed with skopeo
+to Debian's docker-registry. Then, each with an empty cache: `modelyard pull REF config.json`
+vs `skopeo copy` of the whole image to an OCI layout (what any tool must do without file-level
+access), and, for reference, `modelyard pull REF` of the whole image. Bytes are the blob
+bytes the registry's access log says it served.
 """
 
 from __future__ import annotations
@@ -61,8 +61,14 @@ def main() -> None:
         make_model(model, weights=args.files, weight_size=per_file)
     for d in ("layout", "registry", "cache", "out", "skopeo", "full", "fullcache"):
         shutil.rmtree(work / d, ignore_errors=True)
-    print("packing (estargz) ...", flush=True)
-    pack(model, "v1", work / "layout", PackOptions(format="estargz"))
+    # Packing cost of the format, side by side (best of two runs each).
+    pack_times: dict[str, float] = {}
+    for fmt in ("tar", "estargz") * 2:
+        print(f"packing ({fmt}) ...", flush=True)
+        shutil.rmtree(work / "layout", ignore_errors=True)
+        start = time.perf_counter()
+        pack(model, "v1", work / "layout", PackOptions(format=fmt))
+        pack_times[fmt] = min(pack_times.get(fmt, 1e9), time.perf_counter() - start)
 
     with docker_registry(work / "registry") as host:
         ref = f"{host}/bench/model:v1"
@@ -131,6 +137,10 @@ def main() -> None:
             f"{name:<36}{secs:>9.2f}{nbytes:>14,}{secs / lazy_s:>11.0f}x"
             f"{nbytes / max(lazy_b, 1):>12.0f}x"
         )
+    print(f"\n{'pack format':<36}{'seconds':>9}{'MB/s':>9}")
+    for fmt, secs in pack_times.items():
+        print(f"{fmt:<36}{secs:>9.2f}{total / secs / 1e6:>9.0f}")
+    print(f"estargz/tar pack time: {pack_times['estargz'] / pack_times['tar']:.2f}")
     skopeo_s, skopeo_b = rows[1][1]
     print(
         f"\nlazy pull of config.json: {skopeo_s / lazy_s:.0f}x faster and "
