@@ -224,7 +224,7 @@ def throughput(
     config = work / "throughput.toml"
     config.write_text(
         f'[[models]]\nname = "batched"\nref = "{bundle}"\npipeline = "feature-extraction"\n'
-        "preload = true\n[models.batching]\nmax_batch_size = 32\n\n"
+        "preload = true\n[models.batching]\nmax_batch_size = 16\n\n"
         f'[[models]]\nname = "sequential"\nref = "{bundle}"\npipeline = "feature-extraction"\n'
         "preload = true\n[models.batching]\nsequential = true\n"
     )

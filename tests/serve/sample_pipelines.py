@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from modelyard.errors import InvalidInput
 from modelyard.serve.custom import on_startup, run_once
 
 
@@ -27,6 +28,8 @@ class Echo:
     """Typed input and output: both become OpenAPI schemas."""
 
     def predict(self, q: Question) -> Answer:
+        if not 0 <= q.repeat <= 100:
+            raise InvalidInput("repeat must be within 0..100")  # answered 422
         text = q.text.upper() if q.style == "upper" else q.text
         return {"text": text * q.repeat, "length": len(text) * q.repeat, "tags": ["echo"]}
 

@@ -132,6 +132,8 @@ def test_custom_typed_pipeline(runner: Any) -> None:
     assert r.json() == {"text": "ABAB", "length": 4, "tags": ["echo"]}
     bad = runner.client.post("/v1/models/echo/predict", json={"text": 3})
     assert bad.status_code == 422 and "body.text" in bad.json()["error"]
+    refused = runner.client.post("/v1/models/echo/predict", json={"text": "a", "repeat": 10**10})
+    assert refused.status_code == 422 and "0..100" in refused.json()["error"]
     missing = runner.client.post("/v1/models/echo/predict", json={"repeat": 2})
     assert missing.status_code == 422 and "text" in missing.json()["error"]
     spec = runner.client.get("/openapi.json").json()

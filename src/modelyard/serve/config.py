@@ -91,7 +91,12 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One served model: where its files are, which pipeline runs it, how it is kept."""
+    """One served model: where its files are, which pipeline runs it, how it is kept.
+
+    `threads` is onnxruntime's intra-op threads for this model (default: half the cores).
+    `max_inputs` and `max_text_chars` bound one request (beyond them: 413); `max_length` and
+    `truncation_side` override what the model files say; `options` go to a custom class.
+    """
 
     name: str
     ref: str | None
@@ -212,8 +217,14 @@ def config_from_dict(obj: dict[str, Any], base_dir: Path | None = None) -> Serve
     _check_keys(
         server,
         {
-            "host", "port", "memory_budget", "state_dir", "history_window", "history_preload",
-            "max_body_bytes", "drain_timeout",
+            "host",
+            "port",
+            "memory_budget",
+            "state_dir",
+            "history_window",
+            "history_preload",
+            "max_body_bytes",
+            "drain_timeout",
         },
         "[server]",
     )

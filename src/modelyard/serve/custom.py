@@ -30,6 +30,8 @@ Example::
             ...
 
 `predict_batch(self, items: list[In]) -> list[Out]` may replace `predict` to take whole batches.
+Raise `modelyard.errors.InvalidInput` from predict for input the types cannot rule out (answered
+422); any other exception is a 500 with its message.
 """
 
 from __future__ import annotations
@@ -107,7 +109,6 @@ def _marked(cls: type, mark: str) -> list[str]:
         for name, member in inspect.getmembers(cls)
         if callable(member) and getattr(member, mark, False)
     ]
-
 
 
 def signature_types(cls: type) -> tuple[Any, Any, bool]:

@@ -130,7 +130,8 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         self.queue_wait = Histogram(
-            "modelyard_queue_wait_seconds", "Time a request waited in its model's queue.",
+            "modelyard_queue_wait_seconds",
+            "Time a request waited in its model's queue.",
             LATENCY_BUCKETS,
         )
         self.batch_size = Histogram(
@@ -153,8 +154,15 @@ class Metrics:
     def render(self) -> str:
         lines: list[str] = []
         for metric in (
-            self.requests, self.latency, self.queue_wait, self.batch_size, self.tokens,
-            self.load_seconds, self.evictions, self.resident, self.overloads,
+            self.requests,
+            self.latency,
+            self.queue_wait,
+            self.batch_size,
+            self.tokens,
+            self.load_seconds,
+            self.evictions,
+            self.resident,
+            self.overloads,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

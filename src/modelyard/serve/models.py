@@ -186,7 +186,9 @@ class ModelManager:
             self.history.set_size(slot.name, slot.resident_bytes)
         log.info(
             "model %s READY in %.3f s, %d bytes resident",
-            slot.name, slot.load_seconds, slot.resident_bytes,
+            slot.name,
+            slot.load_seconds,
+            slot.resident_bytes,
         )
         await self._make_room(0, keep=slot)
 
@@ -213,12 +215,16 @@ class ModelManager:
                 if needed == 0:
                     log.warning(
                         "over the memory budget (%d > %d bytes): nothing can be evicted",
-                        self.resident_bytes, self.budget,
+                        self.resident_bytes,
+                        self.budget,
                     )
                 return
             victim = min(candidates, key=lambda s: s.last_used)
-            log.info("evicting %s (%d bytes) to stay within the budget", victim.name,
-                     victim.resident_bytes)
+            log.info(
+                "evicting %s (%d bytes) to stay within the budget",
+                victim.name,
+                victim.resident_bytes,
+            )
             await self._unload(victim)
             self.metrics.evictions.inc(model=victim.name)
 

@@ -225,8 +225,10 @@ def build_openapi(models: list[ModelSchema]) -> dict[str, Any]:
             **_get(
                 "Model readiness (KServe V2).",
                 ok_json,
-                {"404": _error("Unknown model."),
-                 "503": {"description": "Not loaded", "content": _json({"type": "object"})}},
+                {
+                    "404": _error("Unknown model."),
+                    "503": {"description": "Not loaded", "content": _json({"type": "object"})},
+                },
             ),
         },
         "/v2/models/{name}/infer": {

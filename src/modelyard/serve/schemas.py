@@ -27,8 +27,9 @@ def model_schemas(config: ServeConfig) -> list[ModelSchema]:
             continue
         out_schema = cls.output_schema
         if model.pipeline is None:  # the task is known once the files are read
-            out_schema = {"anyOf": [TextClassification.output_schema,
-                                    FeatureExtraction.output_schema]}
+            out_schema = {
+                "anyOf": [TextClassification.output_schema, FeatureExtraction.output_schema]
+            }
         out.append(ModelSchema(model.name, model.pipeline or "auto", cls.input_schema, out_schema))
     return out
 
@@ -42,7 +43,10 @@ def _custom_schema(name: str, spec: str) -> ModelSchema:
         in_type, out_type, _batched = signature_types(import_class(spec))
         components: dict[str, Any] = {}
         return ModelSchema(
-            name, "custom", json_schema(in_type, components), json_schema(out_type, components),
+            name,
+            "custom",
+            json_schema(in_type, components),
+            json_schema(out_type, components),
             components,
         )
     except (ModelRefError, TypeError):
