@@ -75,6 +75,20 @@ def test_include_downloads_and_packs_only_the_selected_files(
     assert found == {p: (src / p).read_bytes() for p in SELECTED}
 
 
+def test_exclude_patterns(
+    hub: HubStandIn, tiny_repo: str, hf_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = import_model(
+        HubSource(MODEL_REPO),
+        tmp_path / "a",
+        exclude=["*.bin", "onnx/", ".git*"],
+        settings=HubSettings.from_env(),
+    )
+    expected = ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+    assert [f.path for f in result.files] == expected
+    assert sorted(hub.downloaded()) == expected
+
+
 def test_branch_and_commit_give_the_same_image_and_the_cache_is_reused(
     hub: HubStandIn, tiny_repo: str, hf_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -105,6 +105,10 @@ def test_errors_map_to_the_library_exceptions(
             hf_hub_download(
                 repo, name, revision=rev, cache_dir=cache, endpoint=hub.endpoint, **kwargs
             )  # type: ignore[arg-type]
+    hub.add_repo("org/private", make_model(tmp_path / "private"), private=True)
+    with pytest.raises(hf.RepositoryNotFoundError):
+        HfApi(endpoint=hub.endpoint).model_info("org/private")
+    assert HfApi(endpoint=hub.endpoint, token="hf_standin_token").model_info("org/private").sha
     status, h = _headers(_curl("-I", f"{hub.endpoint}/org/gated/resolve/main/config.json").stdout)
     assert (status, h["x-error-code"]) == (401, "GatedRepo")
     path = hf_hub_download(
