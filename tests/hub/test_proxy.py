@@ -160,6 +160,10 @@ def test_proxy_logic_with_a_fake_clock(hub: HubStandIn, tiny_repo: str, tmp_path
     now[0] += 120
     assert asyncio.run(pulls("main")) == new
     assert proxy.stats.stale_served == 1
+    resolutions = proxy.stats.resolutions
+    now[0] += 30
+    assert asyncio.run(pulls("main")) == new  # no new attempt within the TTL
+    assert proxy.stats.resolutions == resolutions
     with pytest.raises(RegistryError) as err:
         asyncio.run(pulls("v2"))
     assert err.value.status == 502

@@ -9,7 +9,7 @@ present and current in storage, then the normal lookup serves it:
 - another tag (a branch or a hub tag, which can move) is served from storage for `ttl`
   seconds after it was last resolved; then the hub is asked again (one `model_info` call),
   and only a new commit is downloaded and packed. If the hub is unreachable at that point,
-  the stored image is served (stale beats down);
+  the stored image is served for another TTL (stale beats down);
 - everything else imports: resolve, download into the HF cache, pack into a temp layout,
   store the blobs and manifests through the registry's domain service, tag the image with
   the requested tag, the revision and the commit hash.
@@ -160,6 +160,7 @@ class HubProxy:
                 log.warning("serving stored %s:%s, the hub failed: %s", name, tag, exc)
                 with self._lock:
                     self.stats.stale_served += 1
+                self._mark(name, tag)  # ask the hub again after another TTL, not every pull
                 return
             raise _registry_error(exc, name, settings) from exc
         tags = [tag, resolved.commit]
