@@ -15,6 +15,7 @@ from hubtools import MODEL_OCI, MODEL_REPO, make_model, need
 
 from modelyard.hub import HubSettings, HubSource, import_model
 from modelyard.hub.proxy import HubProxy
+from modelyard.oci.layout import Layout
 from modelyard.registry.errcodes import RegistryError
 from modelyard.registry.service import Registry
 from modelyard.storage.local import LocalDriver
@@ -65,10 +66,28 @@ def test_concurrent_first_pulls_run_one_import(
     # The same image as a local import: the proxy adds nothing of its own.
     local = import_model(HubSource(MODEL_REPO), tmp_path / "local", settings=HubSettings.from_env())
     assert local.index.digest == digests[0]
-    # Served from storage afterwards: no more hub traffic (within the TTL).
+    # Served from storage afterwards: no more hub traffic (within the TTL), layers included.
     hub.clear_log()
     assert _digest(host, f"hf/{MODEL_OCI}:main") == digests[0]
     assert _digest(host, f"hf/{MODEL_OCI}:{tiny_repo}") == digests[0]
+    copy = subprocess.run(
+        [
+            need("skopeo"),
+            "copy",
+            "--src-tls-verify=false",
+            "--all",
+            f"docker://{host}/hf/{MODEL_OCI}:main",
+            f"oci:{tmp_path / 'pulled'}:main",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert copy.returncode == 0, copy.stderr
+    pulled = Layout.open(tmp_path / "pulled")
+    assert pulled.resolve("main").digest == digests[0]
+    for blob in pulled.blobs():
+        pulled.verify_blob(blob)
+    assert set(pulled.blobs()) == set(Layout.open(tmp_path / "local").blobs())
     assert hub.requests == []
 
 
