@@ -533,3 +533,35 @@ def test_sha512_manifest_and_referrer(client: TestClient) -> None:
     found = client.get(f"/v2/org/m/referrers/{digest}").json()["manifests"]
     assert [d["digest"] for d in found] == [sha256(referrer)]
     assert found[0]["artifactType"] == mt.OCI_CONFIG
+
+
+def test_concurrent_chunks_do_not_interleave(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from modelyard.registry.app import create_app
+
+    async def scenario() -> tuple[list[int], bytes]:
+        app = create_app(tmp_path / "root2")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reg") as c:
+            location = (await c.post("/v2/org/m/blobs/uploads/")).headers["Location"]
+
+            async def slow(fill: bytes):  # type: ignore[no-untyped-def]
+                for _ in range(4):
+                    await asyncio.sleep(0.01)
+                    yield fill * 1000
+
+            results = await asyncio.gather(
+                *(
+                    c.patch(location, content=slow(b), headers={"Content-Range": "0-3999"})
+                    for b in (b"a", b"b")
+                )
+            )
+            status = await c.get(location)
+            return sorted(r.status_code for r in results), status.headers["Range"].encode()
+
+    codes, rng = asyncio.run(scenario())
+    assert codes == [202, 416]
+    assert rng == b"0-3999"

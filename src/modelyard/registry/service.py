@@ -21,6 +21,8 @@ the tag. A process killed at any point leaves either the old state or the new on
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -29,6 +31,7 @@ import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from modelyard.errors import InvalidDigest, InvalidManifest, InvalidReference, PathNotFound
 from modelyard.oci import mediatypes as mt
@@ -95,6 +98,7 @@ class Registry:
     def __init__(self, driver: StorageDriver, manifest_cache: int = 1024) -> None:
         self.driver = driver
         self._hashing: dict[str, _Hashing] = {}
+        self._locks: dict[str, list[Any]] = {}  # upload id -> [lock, users]
         # Manifests are immutable per digest: caching their bytes is always correct.
         self._manifests: OrderedDict[str, ManifestInfo] = OrderedDict()
         self._cache_size = manifest_cache
@@ -196,6 +200,20 @@ class Registry:
         self._hashing[upload_id] = _Hashing(h, offset)
         return h
 
+    @contextlib.asynccontextmanager
+    async def _session(self, upload_id: str) -> AsyncIterator[None]:
+        """Serializes requests on one upload: a second PATCH waits, then finds the offset
+        moved and gets 416, instead of interleaving bytes."""
+        entry = self._locks.setdefault(upload_id, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[upload_id]
+
     async def append_upload(
         self,
         name: str,
@@ -215,6 +233,17 @@ class Registry:
             RegistryError: BLOB_UPLOAD_UNKNOWN, RANGE_INVALID (416, with a `Range` header of
                 what the registry has), SIZE_INVALID.
         """
+        async with self._session(upload_id):
+            return await self._append(name, upload_id, body, start, length)
+
+    async def _append(
+        self,
+        name: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        start: int | None,
+        length: int | None,
+    ) -> int:
         base = self._upload_dir(name, upload_id)
         offset = self.upload_offset(name, upload_id)
         if start is not None and start != offset:
@@ -267,8 +296,20 @@ class Registry:
         Raises: RegistryError DIGEST_INVALID, BLOB_UPLOAD_UNKNOWN, RANGE_INVALID, SIZE_INVALID.
         """
         d = parse_digest(digest)
+        async with self._session(upload_id):
+            return await self._finish(name, upload_id, d, body, start, length)
+
+    async def _finish(
+        self,
+        name: str,
+        upload_id: str,
+        d: Digest,
+        body: AsyncIterator[bytes],
+        start: int | None,
+        length: int | None,
+    ) -> BlobInfo:
         base = self._upload_dir(name, upload_id)
-        offset = await self.append_upload(name, upload_id, body, start, length)
+        offset = await self._append(name, upload_id, body, start, length)
         if d.algorithm == "sha256":
             actual = "sha256:" + self._hasher_at(base, upload_id, offset).hexdigest()
         else:
