@@ -155,9 +155,12 @@ def create_app(
     anonymous_pull: bool = False,
     hf_ttl: float | None = None,
 ) -> RegistryApp:
-    """The registry app over a local directory. Example:
+    """The registry app over a local directory (what `modelyard registry serve` runs).
 
-    uvicorn --factory ... or `modelyard registry serve --root DIR`
+    Raises: AuthConfigError if the htpasswd or policy file cannot be used.
+
+    Example:
+        >>> app = create_app("/srv/registry")  # then serve it with any ASGI server
 
     `hf_ttl`: serve `hf/ORG/NAME:REV` by pull-through from the Hugging Face Hub, re-resolving
     moving revisions after that many seconds (see `modelyard.hub.proxy`); None: off.
