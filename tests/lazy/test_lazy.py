@@ -353,3 +353,22 @@ def test_lazy_access_through_our_registry(our_registry: str, tmp_path: Path) -> 
         fetched = f.raw.bytes_fetched  # type: ignore[attr-defined]
     np.testing.assert_array_equal(got, tensors[name])
     assert fetched < 2 * tensors[name].nbytes + header + 4 * MiB
+
+
+def test_plain_zstd_and_gzip_layers_give_single_files(registry: Registry, tmp_path: Path) -> None:
+    model = make_model(tmp_path / "model", seed=11, weights=1, weight_size=2 * MiB)
+    for compression in ("zstd", "gzip"):
+        layout = tmp_path / compression
+        pack(model, "v1", layout, PackOptions(threshold=1 * MiB, compression=compression))
+        ref = push(registry, layout, f"org/plain-{compression}")
+        cache = ContentCache(tmp_path / f"cache-{compression}")
+        pull_files(
+            ref,
+            ["tokenizer.json", "model-00000.safetensors"],
+            tmp_path / "o" / compression,
+            cache=cache,
+        )
+        for name in ("tokenizer.json", "model-00000.safetensors"):
+            assert (tmp_path / "o" / compression / name).read_bytes() == (model / name).read_bytes()
+        with modelyard.open(ref, "config.json", cache=cache) as f:
+            assert json.load(f) == json.loads((model / "config.json").read_text())

@@ -14,7 +14,7 @@ import json
 import tarfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from modelyard.client.pull import resolve_image
@@ -25,6 +25,7 @@ from modelyard.errors import (
     InvalidEStargz,
     InvalidLayer,
     InvalidReference,
+    ModelyardError,
     RemoteNotFound,
 )
 from modelyard.lazy.cache import ContentCache, Staged
@@ -49,6 +50,8 @@ class Located:
     layer: Descriptor
     #: The file's chunks when the layer is eStargz; None when the whole layer must be read.
     toc_file: estargz.TocFile | None
+    #: Other layers that may hold the file, if it is not in `layer` (plain multi-file layers).
+    fallbacks: tuple[Descriptor, ...] = ()
 
 
 def clean_path(path: str) -> str:
@@ -219,10 +222,10 @@ class RemoteImage:
                 return Located(path, size, digest, layer, None)
         if self.files and path not in self.files:
             raise FileNotInImage(str(self.ref), path)
-        # Plain layers without a title: the file may be in any of them.
-        plain = [d for d in order if self.toc(d) is None and d not in titled]
-        if len(plain) == 1:
-            return Located(path, size, digest, plain[0], None)
+        # Plain layers without a title: the file may be in any of them; the top one wins.
+        plain = [d for d in reversed(layers) if TITLE not in d.annotations and self.toc(d) is None]
+        if plain:
+            return Located(path, size, digest, plain[0], None, tuple(plain[1:]))
         raise FileNotInImage(str(self.ref), path)
 
     # -- fetching ------------------------------------------------------------------------------
@@ -241,8 +244,17 @@ class RemoteImage:
                 out[loc.path] = self._fetch_chunks(loc)
             else:
                 by_layer.setdefault(loc.layer.digest, []).append(loc)
-        for group in by_layer.values():
-            out.update(self._fetch_from_layer(group))
+        while by_layer:
+            _, group = by_layer.popitem()
+            found = self._fetch_from_layer(group)
+            out.update(found)
+            for loc in group:
+                if loc.path in found:
+                    continue
+                if not loc.fallbacks:
+                    raise FileNotInImage(str(self.ref), loc.path)
+                nxt = replace(loc, layer=loc.fallbacks[0], fallbacks=loc.fallbacks[1:])
+                by_layer.setdefault(nxt.layer.digest, []).append(nxt)
         return out
 
     def _fetch_chunks(self, loc: Located) -> str:
@@ -259,16 +271,22 @@ class RemoteImage:
         return staged.digest
 
     def _fetch_from_layer(self, group: list[Located]) -> dict[str, str]:
-        """Stream one whole layer, keep the wanted files; commit them only once the layer
-        digest has been verified at the end of the stream."""
+        """Stream one whole layer, keep the wanted files it holds (path -> digest); commit them
+        only once the layer digest has been verified at the end of the stream."""
         layer = group[0].layer
         wanted = {loc.path: loc for loc in group}
         staged: dict[str, Staged] = {}
         stream = _StreamFile(self.stream_layer(layer))
         try:
+            source: Any = stream
             mode = "r|gz" if any(k in layer.media_type for k in _GZIP_LAYERS) else "r|*"
+            if layer.media_type.endswith("+zstd"):
+                import zstandard  # tarfile has no zstd before Python 3.14
+
+                reader = zstandard.ZstdDecompressor().stream_reader(stream)  # type: ignore[arg-type]
+                source, mode = reader, "r|"
             try:
-                with tarfile.open(fileobj=stream, mode=mode) as tar:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=source, mode=mode) as tar:  # type: ignore[call-overload]
                     for info in tar:
                         name = clean_path(info.name) if info.name.strip("/.") else ""
                         if name not in wanted or not info.isfile():
@@ -278,13 +296,12 @@ class RemoteImage:
                         s = staged[name] = self.cache.stage(wanted[name].digest)
                         while block := src.read(1 << 20):
                             s.write(block)
-            except (tarfile.TarError, OSError, EOFError) as exc:
+            except ModelyardError:
+                raise  # a digest mismatch, the registry gone: already ours
+            except Exception as exc:  # tarfile, gzip, zstandard: all mean "not that tar"
                 stream.drain()  # a corrupt blob should say so by its digest first
                 raise InvalidLayer(f"layer {layer.digest} is not a readable tar: {exc}") from exc
             stream.drain()  # the layer digest is checked when the last byte has arrived
-            missing = set(wanted) - set(staged)
-            if missing:
-                raise FileNotInImage(f"{self.ref} layer {layer.digest}", sorted(missing)[0])
             return {name: s.commit() for name, s in staged.items()}
         finally:
             for s in staged.values():

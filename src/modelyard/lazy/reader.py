@@ -38,6 +38,7 @@ class LazyFile(io.RawIOBase):
         self._pos = 0
         self._chunks: OrderedDict[int, bytes] = OrderedDict()
         self._last_index = -2
+        self._ahead = 0
 
     @property
     def bytes_fetched(self) -> int:
@@ -74,9 +75,20 @@ class LazyFile(io.RawIOBase):
         first = self._file.chunk_index(self._pos)
         last = self._file.chunk_index(self._pos + want - 1)
         last = min(last, first + MAX_CHUNKS_PER_REQUEST - 1)
-        # Read-ahead: a small read continuing a sequential scan takes the next chunk too.
-        ahead = first == self._last_index + 1 and last == first
-        self._load(first, min(last + (1 if ahead else 0), len(self._file.chunks) - 1))
+        # Read-ahead: a scan that moves on to the next chunk fetches the chunks after it too,
+        # a window that doubles while the scan goes on (1, 2, 4, ...) and resets on a seek.
+        if first == self._last_index + 1:
+            self._ahead = min(max(1, 2 * self._ahead), MAX_CHUNKS_PER_REQUEST - 1)
+        elif first != self._last_index:
+            self._ahead = 0
+        ahead = self._ahead if last == first else 0
+        # Refill the window only once half of it is consumed: fewer, larger requests.
+        ready = 0
+        while last + ready + 1 in self._chunks:
+            ready += 1
+        if ready > ahead // 2:
+            ahead = 0
+        self._load(first, min(last + ahead, len(self._file.chunks) - 1))
         done = 0
         for i in range(first, last + 1):
             chunk = self._chunks[i]
@@ -95,6 +107,7 @@ class LazyFile(io.RawIOBase):
         missing = []
         for i in range(first, last + 1):
             if i in self._chunks:
+                self._chunks.move_to_end(i)  # needed now: keep it past this load's evictions
                 continue
             digest = chunks[i].digest
             data = self._image.cache.get(digest) if digest else None
