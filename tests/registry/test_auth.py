@@ -229,3 +229,21 @@ def test_skopeo_through_the_token_flow(tmp_path: Path, htpasswd: Path, model_lay
     finally:
         srv.proc.terminate()
         srv.proc.wait(10)
+
+
+def test_oauth2_password_grant(locked: TestClient) -> None:
+    form = {
+        "grant_type": "password",
+        "username": "alice",
+        "password": "alice-pw",
+        "scope": "repository:org/m:pull,push",
+        "service": "modelyard",
+    }
+    r = locked.post("/token", data=form)
+    assert r.status_code == 200
+    locked.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    push_image(locked, "org/m", "v1")
+    del locked.headers["Authorization"]
+    assert locked.post("/token", data={**form, "password": "wrong"}).status_code == 401
+    r = locked.post("/token", data={**form, "grant_type": "refresh_token"})
+    assert r.status_code == 400 and code(r) == "UNSUPPORTED"

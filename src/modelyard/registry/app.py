@@ -7,11 +7,13 @@ precedes the last API keyword, then validated against the spec's grammar.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +22,13 @@ from starlette.types import Receive, Scope, Send
 from modelyard.registry.auth import Authorizer
 from modelyard.registry.errcodes import RegistryError
 from modelyard.registry.handlers import blobs, listing, manifests, referrers, uploads
-from modelyard.registry.handlers.base import API_VERSION_HEADER, Ctx, Handler, error_response
+from modelyard.registry.handlers.base import (
+    API_VERSION_HEADER,
+    Ctx,
+    Handler,
+    error_response,
+    read_limited,
+)
 from modelyard.registry.service import Registry, check_name
 from modelyard.storage.local import LocalDriver
 
@@ -114,9 +122,7 @@ class RegistryApp:
                 raise self.auth.challenge(realm)
             return Response(b"{}", 200, API_VERSION_HEADER, media_type="application/json")
         if path == "/token":
-            scopes = request.query_params.getlist("scope")
-            token = self.auth.issue_token(request.headers.get("authorization"), scopes)
-            return Response(json.dumps(token).encode(), 200, media_type="application/json")
+            return await self._token(request)
         if path == "/v2/_catalog":
             self.auth.check(identity, "registry", "catalog", "*", realm)
             return await listing.catalog(Ctx(request, self.registry, {}))
@@ -141,6 +147,23 @@ class RegistryApp:
 
             return await handler(Ctx(request, self.registry, params, name, can_pull))
         raise RegistryError("NAME_UNKNOWN", f"no API endpoint at {path}", status=404)
+
+    async def _token(self, request: Request) -> Response:
+        """Docker token endpoint: GET with Basic credentials, or the OAuth2 password grant
+        (POST of a form with username, password and scope) that some clients use."""
+        authorization = request.headers.get("authorization")
+        scopes = request.query_params.getlist("scope")
+        if request.method == "POST":
+            form = parse_qs((await read_limited(request, 64 << 10)).decode("utf-8", "replace"))
+            if form.get("grant_type", [""])[0] != "password":
+                raise RegistryError(
+                    "UNSUPPORTED", "only grant_type=password is supported", status=400
+                )
+            user, password = form.get("username", [""])[0], form.get("password", [""])[0]
+            authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            scopes = [s for value in form.get("scope", []) for s in value.split(" ") if s]
+        token = self.auth.issue_token(authorization, scopes)
+        return Response(json.dumps(token).encode(), 200, media_type="application/json")
 
 
 def _realm(request: Request) -> str:
