@@ -262,6 +262,12 @@ def test_cache_evicts_least_recently_used_and_refuses_bad_content(tmp_path: Path
     with pytest.raises(DigestMismatch):
         cache.put(digests[1], b"not it")
     assert not cache.has(digests[1]) and not list((tmp_path / "tmp").iterdir())
+    # A torn small entry (written without fsync) is detected, dropped and reported missing.
+    torn = cache.path(digests[2])
+    os.chmod(torn, 0o644)
+    torn.write_bytes(blobs[2][:100])
+    assert cache.get(digests[2]) is None and not torn.exists()
+    assert cache.get(digests[3]) == blobs[3]
 
 
 def test_cli_pull_paths(registry: Registry, big_image: tuple[str, Path], tmp_path: Path) -> None:

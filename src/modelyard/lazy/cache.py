@@ -79,6 +79,8 @@ class ContentCache:
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.root / "lock"
         self._lock_path.touch(exist_ok=True)
+        self._known_total: int | None = None
+        self._since_count = 0
 
     def path(self, digest: str) -> Path:
         d = Digest.parse(digest)
@@ -108,29 +110,43 @@ class ContentCache:
         return False
 
     def get(self, digest: str) -> bytes | None:
-        """The content of a (small) entry, or None."""
+        """The content of a small entry (a chunk, a TOC), verified, or None.
+
+        An entry that does not match its digest (say, torn by a crash: small entries are
+        written without fsync) is removed and reported missing.
+        """
+        path = self.path(digest)
         try:
-            data = self.path(digest).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        self._touch(self.path(digest))
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return None
+        self._touch(path)
         return data
 
     def put(self, digest: str, data: bytes) -> None:
-        """Store `data` under `digest` after checking it.
+        """Store a small entry under `digest` after checking it (no fsync: `get` verifies).
 
         Raises: DigestMismatch.
         """
-        with self.writer(digest) as staged:
+        staged = self.stage(digest, durable=False)
+        try:
             staged.write(data)
+            staged.commit()
+        finally:
+            staged.discard()
 
-    def stage(self, digest: str | None = None) -> Staged:
+    def stage(self, digest: str | None = None, durable: bool = True) -> Staged:
         """A temp file to stream an entry into; `commit()` verifies it and renames it into
-        place (under `digest`, or under the digest of what was written when None)."""
+        place (under `digest`, or under the digest of what was written when None).
+        `durable` entries are fsynced before the rename: they are linked out unverified."""
         if digest is not None:
             self.path(digest)  # validate early
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="stage.")
-        return Staged(self, digest, Path(name), os.fdopen(fd, "wb"))
+        return Staged(self, digest, Path(name), os.fdopen(fd, "wb"), durable)
 
     @contextlib.contextmanager
     def writer(self, digest: str | None = None) -> Iterator[Staged]:
@@ -180,6 +196,20 @@ class ContentCache:
     def size(self) -> int:
         return sum(size for _, size, _ in self.entries())
 
+    def added(self, size: int, keep: str | None = None) -> None:
+        """Account for a new entry; evict when the cache may have grown past its bound.
+
+        The total is counted on disk at most every `max_size / 8` bytes added by this process
+        (other processes' entries are seen at the next count), not on every commit.
+        """
+        self._since_count += size
+        if (
+            self._since_count >= max(1, self.max_size // 8)
+            or self._known_total is None
+            or (self._known_total + self._since_count > self.max_size)
+        ):
+            self.evict(keep=keep)
+
     def evict(self, max_size: int | None = None, keep: str | None = None) -> int:
         """Remove least recently used entries until the cache holds at most `max_size` bytes
         (the entry `keep`, just written, stays).
@@ -190,6 +220,7 @@ class ContentCache:
         limit = self.max_size if max_size is None else max_size
         entries = self.entries()
         total = sum(size for _, size, _ in entries)
+        self._known_total, self._since_count = total, 0
         if total <= limit:
             return 0
         freed = 0
@@ -202,14 +233,18 @@ class ContentCache:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     freed += size
+        self._known_total = total - freed
         return freed
 
 
 class Staged:
     """An entry being written: hashed as it is written, invisible until `commit()`."""
 
-    def __init__(self, cache: ContentCache, digest: str | None, tmp: Path, f: IO[bytes]) -> None:
+    def __init__(
+        self, cache: ContentCache, digest: str | None, tmp: Path, f: IO[bytes], durable: bool
+    ) -> None:
         self._cache = cache
+        self._durable = durable
         self.expected = digest
         self.tmp = tmp
         self._f = f
@@ -229,7 +264,8 @@ class Staged:
         """
         try:
             self._f.flush()
-            os.fsync(self._f.fileno())
+            if self._durable:
+                os.fsync(self._f.fileno())
             self._f.close()
             actual = "sha256:" + self._h.hexdigest()
             if self.expected is not None and actual != self.expected:
@@ -240,7 +276,7 @@ class Staged:
             self.discard()
             raise
         self.digest = actual
-        self._cache.evict(keep=actual)
+        self._cache.added(self.size, keep=actual)
         return actual
 
     def discard(self) -> None:
