@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 from modelyard.errors import InferenceTimeout, ModelRefError, Overloaded, ServeConfigError
 from modelyard.serve.batching import Batcher
@@ -20,7 +21,7 @@ from modelyard.serve.config import (
 )
 from modelyard.serve.metrics import Metrics
 from modelyard.serve.pipelines.base import Prepared
-from modelyard.serve.resolve import resolve_model_ref
+from modelyard.serve.resolve import is_registry_ref, resolve_model_ref
 
 
 def test_sizes_and_flags() -> None:
@@ -176,12 +177,19 @@ def test_metrics_text_format() -> None:
     assert "# TYPE modelyard_model_evictions_total counter" in text
 
 
+def test_registry_refs_are_told_from_paths() -> None:
+    assert is_registry_ref("localhost:5000/org/m:v1")
+    assert is_registry_ref("ghcr.io/org/m@sha256:" + "0" * 64)
+    assert not is_registry_ref("models/minilm")
+    assert not is_registry_ref("./a.b/c")
+
+
 def test_resolve_local_and_missing(tmp_path: Path) -> None:
     assert resolve_model_ref(str(tmp_path), tmp_path / "cache") == tmp_path.resolve()
     with pytest.raises(ModelRefError, match="does not exist"):
         resolve_model_ref(str(tmp_path / "nope"), tmp_path / "cache")
-    with pytest.raises(ModelRefError, match="not supported"):
-        resolve_model_ref("registry.example/org/model:v1", tmp_path / "cache")
+    with pytest.raises(ModelRefError, match="cannot fetch"):
+        resolve_model_ref(f"localhost:{free_port()}/org/model:v1", tmp_path / "cache")
     with pytest.raises(ModelRefError, match="cannot open OCI layout"):
         resolve_model_ref(f"oci:{tmp_path}:v1", tmp_path / "cache")
 

@@ -256,7 +256,9 @@ async def v2_ready(request: Request) -> Response:
 def _task_of(slot: ModelSlot) -> str:
     if slot.pipeline is not None:
         return slot.pipeline.task
-    return slot.config.pipeline if not slot.config.is_custom else "custom"
+    if slot.config.is_custom:
+        return "custom"
+    return slot.config.pipeline or "auto"  # inferred from the files when the model loads
 
 
 async def v2_model_metadata(request: Request) -> Response:

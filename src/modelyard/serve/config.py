@@ -268,7 +268,7 @@ def parse_model_flag(value: str) -> ModelConfig:
 
 
 def default_state_dir() -> Path:
-    import os
+    """`$XDG_STATE_HOME/modelyard/runner` (default `~/.local/state/modelyard/runner`)."""
+    from modelyard.paths import state_dir
 
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "modelyard" / "runner"
+    return state_dir() / "runner"

@@ -4,9 +4,12 @@ Forms understood:
     ./dir, /abs/dir        a directory (a modelyard bundle, or model.onnx + tokenizer.json)
     oci:LAYOUT_DIR[:TAG]   an image in an OCI image layout; its layers are extracted once into
                            the runner's cache, keyed by manifest digest
+    host[:port]/org/name[:tag|@digest]
+                           an image in a registry: only the files the runner needs are fetched,
+                           through the shared content cache of lazy access (`modelyard.lazy`),
+                           into the runner's cache, keyed by manifest digest
 
-Registry references (`host/org/name:tag`) are the next form to add here, through the lazy-access
-cache; everything above this function only sees a directory.
+Everything above this function only sees a directory.
 """
 
 from __future__ import annotations
@@ -40,9 +43,88 @@ def resolve_model_ref(ref: str, cache_dir: Path) -> Path:
         return path.resolve()
     if path.exists():
         raise ModelRefError(f"model ref {ref!r} is a file, not a directory")
-    if "/" in ref and not ref.startswith((".", "/", "~")) and ":" in ref.rsplit("/", 1)[-1]:
-        raise ModelRefError(f"registry refs like {ref!r} are not supported by the runner yet")
+    if is_registry_ref(ref):
+        return _pull_registry(ref, cache_dir)
     raise ModelRefError(f"model directory {ref!r} does not exist")
+
+
+def is_registry_ref(ref: str) -> bool:
+    """`host[:port]/...`: the first segment names a host (a dot, a port, or localhost)."""
+    if ref.startswith((".", "/", "~")) or "/" not in ref:
+        return False
+    host = ref.split("/", 1)[0]
+    return "." in host or ":" in host or host == "localhost"
+
+
+# Files of a plain model directory the runner reads when present (besides the ONNX graph).
+_PLAIN_FILES = (
+    "config.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
+    "1_Pooling/config.json", "sentence_bert_config.json",
+)
+
+
+def _pull_registry(ref: str, cache_dir: Path) -> Path:
+    from modelyard.errors import ModelyardError
+
+    try:
+        return _pull_registry_files(ref, cache_dir)
+    except ModelRefError:
+        raise
+    except (ModelyardError, OSError, ValueError) as exc:
+        raise ModelRefError(f"cannot fetch {ref!r}: {exc}") from exc
+
+
+def _pull_registry_files(ref: str, cache_dir: Path) -> Path:
+    import json
+
+    from modelyard.errors import FileNotInImage
+    from modelyard.lazy.image import RemoteImage
+
+    with RemoteImage(ref) as image:
+        target = cache_dir / "registry" / image.digest.replace(":", "-")
+        if target.is_dir():
+            return target
+        (cache_dir / "registry").mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".pull-", dir=cache_dir / "registry"))
+        try:
+
+            def fetch(path: str) -> bool:
+                try:
+                    loc = image.locate(path)
+                    digest = image.fetch_to_cache([loc])[loc.path]
+                except FileNotInImage:
+                    return False
+                dest = tmp / loc.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if image.cache.materialize(digest, dest) is None:  # evicted meanwhile
+                    digest = image.fetch_to_cache([loc])[loc.path]
+                    image.cache.materialize(digest, dest)
+                return True
+
+            if fetch("modelyard.json"):
+                manifest = json.loads((tmp / "modelyard.json").read_text(encoding="utf-8"))
+                required = [str(manifest.get("model", "model.onnx")),
+                            str(manifest.get("tokenizer", "tokenizer.json"))]
+                optional = ["config.json", required[0] + ".data"]
+            else:
+                onnx = next((p for p in ("model.onnx", "onnx/model.onnx") if fetch(p)), None)
+                if onnx is None:
+                    raise ModelRefError(f"image {ref} holds no model.onnx or modelyard.json")
+                required, optional = ["tokenizer.json"], list(_PLAIN_FILES)
+            for path in required:
+                if not fetch(path):
+                    raise ModelRefError(f"image {ref} holds no {path}")
+            for path in optional:
+                fetch(path)
+            os.replace(tmp, target)
+        except FileExistsError:
+            pass  # another process put it there first
+        except OSError:
+            if not target.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
 
 
 def _split_layout_ref(spec: str) -> tuple[Path, str | None]:
