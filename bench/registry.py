@@ -5,6 +5,7 @@ Same machine, same data, one run:
   - 1 MiB range GET latency (median over keep-alive requests),
   - manifest GET requests/s at 32 connections (wrk),
   - a push of an image with one uncompressed layer of --size MiB with skopeo,
+  - the server's own ingest rate: one PUT of the whole blob (sendfile on the client),
   - the same with `modelyard push` into ours, when the client is installed.
 
 Usage: python bench/registry.py [--size 1024] [--keep]
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -204,6 +206,29 @@ def manifest_rps(addr: str, seconds: int = 8) -> float:
     )
 
 
+def raw_upload(addr: str, blob: Path, digest: str, size: int) -> float:
+    """POST for a session, then one PUT of the whole blob sent with sendfile: what the
+    server itself can ingest (hash, write, sync), without a client's own hashing."""
+    r = httpx.post(f"http://{addr}/v2/bench/raw/blobs/uploads/")
+    location = urlsplit(r.headers["Location"])
+    sep = "&" if location.query else "?"
+    target = f"{location.path}{'?' + location.query if location.query else ''}{sep}digest={digest}"
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock, open(blob, "rb") as f:
+        t = time.perf_counter()
+        head = (
+            f"PUT {target} HTTP/1.1\r\nHost: {addr}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        sock.sendfile(f)
+        status = sock.recv(4096).split(b"\r\n")[0]
+        dt = time.perf_counter() - t
+    if b" 201 " not in status:
+        raise RuntimeError(f"raw upload to {addr} failed: {status!r}")
+    return size / dt / 1e6
+
+
 def skopeo_push(layout: Path, addr: str, repo: str) -> float:
     return timed(
         lambda: subprocess.run(
@@ -263,6 +288,7 @@ def main() -> None:
             r: dict[str, float] = {}
             # Seed: the blob in bench/blob via skopeo's push, the manifest in bench/image.
             r["push"] = size / skopeo_push(layout, addr, "bench/blob") / 1e6
+            r["raw"] = raw_upload(addr, blob, digest, size)
             subprocess.run(
                 [
                     "skopeo",
@@ -288,6 +314,7 @@ def main() -> None:
             ("1 MiB range GET, median (ms)", o["range"], d["range"], "lower"),
             ("manifest GET, 32 connections (req/s)", o["rps"], d["rps"], "higher"),
             (f"skopeo push {args.size} MiB (MB/s)", o["push"], d["push"], "higher"),
+            (f"server ingest, one PUT of {args.size} MiB (MB/s)", o["raw"], d["raw"], "higher"),
         ]
         if has_modelyard_push():
             mine = size / modelyard_push(layout, ours, "bench/mypush") / 1e6
