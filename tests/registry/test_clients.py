@@ -209,3 +209,24 @@ def test_curl_error_paths(server: Server, tmp_path: Path) -> None:
     assert status == 413 and json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
     assert not list((server.root / "repositories").rglob("_manifests"))
     assert not (server.root / "blobs").exists()
+
+
+def test_uvicorn_server(tmp_path: Path, model_layout: Path) -> None:
+    """The fallback ASGI server serves the same API (blobs by chunks, not by path)."""
+    from conftest import start_server
+
+    srv = start_server(tmp_path / "uv", "--server", "uvicorn")
+    try:
+        ref = f"docker://{srv.addr}/org/model:v1"
+        skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{model_layout}:v1", ref)
+        out = tmp_path / "out"
+        skopeo("copy", "--all", "--src-tls-verify=false", ref, f"oci:{out}:v1")
+        assert layout_blobs(out) == layout_blobs(model_layout)
+        biggest = max(layout_blobs(model_layout).items(), key=lambda kv: len(kv[1]))
+        r = httpx.get(
+            f"{srv.url}/v2/org/model/blobs/{biggest[0]}", headers={"Range": "bytes=100-2000000"}
+        )
+        assert r.status_code == 206 and r.content == biggest[1][100:2000001]
+    finally:
+        srv.proc.terminate()
+        srv.proc.wait(10)

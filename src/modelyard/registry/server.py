@@ -12,6 +12,7 @@ dies, so that killing the command (even with SIGKILL) leaves no server behind.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 import signal
@@ -44,6 +45,8 @@ def run(
         "hf_ttl": hf_ttl,  # hub pull-through
     }
     app = create_app(**config)  # validates the htpasswd and policy files
+    if server == "granian" and importlib.util.find_spec("granian") is None:
+        server = "uvicorn"  # granian is in the `registry` extra; uvicorn is the fallback
     if server == "uvicorn":
         _run_uvicorn(app, host, port, log_level)
         return
@@ -80,8 +83,6 @@ def _die_with_parent() -> None:
 
 
 def _run_uvicorn(app: RegistryApp, host: str, port: int, log_level: str) -> None:
-    import importlib.util
-
     import uvicorn
 
     def has(module: str) -> bool:
