@@ -175,6 +175,7 @@ class Authenticator:
         self._challenge: Challenge | None = None
         self._tokens: dict[str, _Token] = {}
         self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
 
     @property
     def credentials(self) -> Credentials | None:
@@ -232,10 +233,15 @@ class Authenticator:
                 )
             self._challenge = challenge
             return
+        if not sent_auth and self.header(scope) is not None:
+            return  # another thread fetched a token for this scope meanwhile
         if sent_auth and self._challenge is not None and self._challenge.scheme == "bearer":
             # A fresh token was refused: the token is valid but lacks this scope.
-            who = f"user {creds.username!r}" if creds else "anonymous access"
-            raise AuthenticationError(self.registry, f"{who} is not allowed {scope}")
+            if creds is None:
+                raise AuthenticationError(self.registry, self._no_credentials())
+            raise AuthenticationError(
+                self.registry, f"user {creds.username!r} is not allowed to {_describe(scope)}"
+            )
         self._challenge = challenge
         self.fetch_token(scope, client)
 
@@ -245,6 +251,12 @@ class Authenticator:
         Raises:
             AuthenticationError: the realm refused the credentials or answered garbage.
         """
+        with self._fetch_lock:
+            # One fetch per scope even when several threads hit the challenge at once.
+            if self.header(scope) is None:
+                self._fetch_token(scope, client)
+
+    def _fetch_token(self, scope: str, client: httpx.Client) -> None:
         challenge = self._challenge
         assert challenge is not None and challenge.scheme == "bearer"
         realm = challenge.realm
@@ -294,3 +306,13 @@ class Authenticator:
             f"`skopeo login {self.registry}` or `docker login {self.registry}` "
             "(or set DOCKER_CONFIG / REGISTRY_AUTH_FILE)"
         )
+
+
+def _describe(scope: str) -> str:
+    """`repository:org/m:pull,push` -> `pull,push org/m`."""
+    parts = []
+    for item in scope.split():
+        kind, _, rest = item.partition(":")
+        name, _, actions = rest.rpartition(":")
+        parts.append(f"{actions} {name}" if kind == "repository" else item)
+    return " and ".join(parts) or "access the registry"

@@ -148,7 +148,8 @@ class RegistryClient:
             transport=transport,
             verify=not insecure,
             timeout=httpx.Timeout(timeout, connect=15.0),
-            headers={"User-Agent": f"modelyard/{__version__}"},
+            # Identity: digests are over the stored bytes, never over a transfer encoding.
+            headers={"User-Agent": f"modelyard/{__version__}", "Accept-Encoding": "identity"},
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
         )
 
@@ -296,7 +297,7 @@ class RegistryClient:
                 raise self._error(resp, f"{name}:{reference}")
             chunks: list[bytes] = []
             total = 0
-            for chunk in resp.iter_raw(READ_SIZE):
+            for chunk in _iter_raw(resp, READ_SIZE):
                 total += len(chunk)
                 if total > MAX_MANIFEST_SIZE:
                     raise RegistryError(
@@ -412,7 +413,7 @@ class RegistryClient:
                     skip = 0
                 else:
                     raise self._error(resp, f"{name}@{digest}")
-                for chunk in resp.iter_raw(read_size):
+                for chunk in _iter_raw(resp, read_size):
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -474,7 +475,7 @@ class RegistryClient:
             else:
                 raise self._error(resp, f"{name}@{digest}")
             out = bytearray()
-            for chunk in resp.iter_raw(READ_SIZE):
+            for chunk in _iter_raw(resp, READ_SIZE):
                 if skip:
                     if len(chunk) <= skip:
                         skip -= len(chunk)
@@ -668,6 +669,18 @@ class RegistryClient:
             with contextlib.suppress(ValueError):
                 held = int(rng.rsplit("-", 1)[1]) + 1
         return held, self._url(resp.headers.get("location") or str(location))
+
+
+def _iter_raw(resp: httpx.Response, size: int) -> Iterator[bytes]:
+    """The body as it arrives; transports that hand over a body already read work too."""
+    if resp.is_stream_consumed:
+        content = resp.content
+        for pos in range(0, len(content), size):
+            yield content[pos : pos + size]
+        return
+    # No re-chunking: pieces go on as they arrive (no extra copy, and a resume after a
+    # dropped connection starts right after the last byte the caller received).
+    yield from resp.iter_raw()
 
 
 def _is_digest(value: str) -> bool:

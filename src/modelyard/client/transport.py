@@ -57,7 +57,9 @@ class ASGIAppTransport(httpx.BaseTransport):
             return response.status_code, response.headers.raw, data
 
         status, headers, data = self._portal.call(call)
-        return httpx.Response(status, headers=headers, content=data, request=request)
+        return httpx.Response(
+            status, headers=headers, stream=httpx.ByteStream(data), request=request
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
