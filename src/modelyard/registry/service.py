@@ -257,6 +257,8 @@ class Registry:
         raw = self.driver.append(f"{base}/data")
         try:
             with io.BufferedWriter(raw, _WRITE_BUFFER) as f:  # type: ignore[arg-type]
+                # One pass: each chunk is written and hashed as it arrives. (Hashing on a
+                # worker thread measured no faster here: the client needs the other core.)
                 async for chunk in body:
                     if chunk:
                         f.write(chunk)
