@@ -71,6 +71,22 @@ def test_skopeo_docker_v2s2(server: Server, model_layout: Path, tmp_path: Path) 
     for layer in manifest["layers"]:
         data = (out / layer["digest"].split(":")[1]).read_bytes()
         assert sha256(data) == layer["digest"]
+    # The whole index becomes a Docker manifest list.
+    ref = f"docker://{server.addr}/org/list:v1"
+    skopeo(
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        f"oci:{model_layout}:v1",
+        ref,
+    )
+    r = httpx.get(
+        f"{server.url}/v2/org/list/manifests/v1", headers={"Accept": mt.DOCKER_MANIFEST_LIST}
+    )
+    assert r.status_code == 200 and r.headers["Content-Type"] == mt.DOCKER_MANIFEST_LIST
+    skopeo("copy", "--all", "--src-tls-verify=false", ref, f"oci:{tmp_path / 'list'}:v1")
 
 
 def _buildah(tmp_path: Path) -> list[str]:
