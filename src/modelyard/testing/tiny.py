@@ -162,6 +162,7 @@ def make_tiny_model(
         BertConfig,
         XLMRobertaConfig,
     )
+    from transformers.utils import logging as hf_logging
 
     if arch not in ARCHES:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHES}")
@@ -202,6 +203,7 @@ def make_tiny_model(
             **common,
         )
 
+    hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     if task == "text-classification":
         model = AutoModelForSequenceClassification.from_config(config)
