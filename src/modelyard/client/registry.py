@@ -37,8 +37,11 @@ MANIFEST_ACCEPT = (mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DO
 #: Registries reject larger manifests (distribution: 4 MiB); so do we, before reading them whole.
 MAX_MANIFEST_SIZE = 4 << 20
 #: Blobs up to this size go in one PUT; bigger ones in PATCH chunks of `chunk_size`.
-DEFAULT_CHUNK_SIZE = 128 << 20
-READ_SIZE = 1 << 20
+#: Each chunk costs a round trip and a flush on the registry; a failure costs at most one.
+DEFAULT_CHUNK_SIZE = 256 << 20
+#: Upload read size: 4 MiB reads into an aligned buffer measured 2x faster than 1 MiB ones
+#: (larger ones make every allocation on the way to the socket an mmap).
+READ_SIZE = 4 << 20
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 
