@@ -307,3 +307,27 @@ def test_get_blob_range_returns_exactly_the_window(docker_registry, tmp_path):
 
         with pytest.raises(RegistryError):
             client.get_blob_range("org/r", digest, 299_000, 300_001)
+
+
+def test_choosing_the_image_of_a_layout_with_several(docker_registry, tmp_path):
+    src = write_model(tmp_path / "model", weights=100_000)
+    layout_dir = pack_model(src, tmp_path / "layout", tag="v1")
+    write_model(src, revision=2, weights=100_000)
+    pack_model(src, layout_dir, tag="v2")
+    layout = Layout.open(layout_dir)
+    v1, v2 = layout.resolve("v1").digest, layout.resolve("v2").digest
+    assert v1 != v2
+
+    rc, _, err = run_cli("push", str(layout_dir), f"{docker_registry.addr}/org/m:latest", "-q")
+    assert rc == 1 and "--tag" in err
+    # The reference's tag names an image of the layout: that one is pushed.
+    assert push_layout(layout_dir, None, f"{docker_registry.addr}/org/m:v1").digest == v1
+    rc, out, err = run_cli(
+        "push", str(layout_dir), f"{docker_registry.addr}/org/m:stable", "--tag", "v2", "--json"
+    )
+    assert rc == 0, err
+    assert json.loads(out)["digest"] == v2
+    with RegistryClient(docker_registry.addr) as client:
+        assert sorted(client.list_tags("org/m")) == ["stable", "v1"]
+    rc, _, err = run_cli("push", str(layout_dir), "org/m:v1", "-q")
+    assert rc == 1 and "names no registry" in err

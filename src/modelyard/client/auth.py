@@ -262,7 +262,7 @@ class Authenticator:
         realm = challenge.realm
         if not realm:
             raise AuthenticationError(self.registry, "bearer challenge without a realm")
-        params: list[tuple[str, str]] = []
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if service := challenge.params.get("service"):
             params.append(("service", service))
         params.extend(("scope", s) for s in scope.split(" ") if s)

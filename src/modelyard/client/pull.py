@@ -18,7 +18,7 @@ from typing import Any
 
 from modelyard.client.progress import ByteProgress, Progress
 from modelyard.client.registry import RegistryClient
-from modelyard.errors import InvalidManifest, LayoutError, RemoteNotFound
+from modelyard.errors import InvalidManifest, InvalidReference, LayoutError, RemoteNotFound
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.descriptor import Descriptor, Platform
 from modelyard.oci.digest import Digest
@@ -206,7 +206,7 @@ def pull(
     started = time.monotonic()
     reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
     if reference.registry is None:
-        raise LayoutError(
+        raise InvalidReference(
             f"{reference} names no registry; write it as host[:port]/{reference.name}"
         )
     wanted = Platform.parse(platform) if isinstance(platform, str) else platform

@@ -19,7 +19,7 @@ from typing import Any
 from modelyard.client.locations import BlobLocations
 from modelyard.client.progress import ByteProgress, Progress
 from modelyard.client.registry import RegistryClient
-from modelyard.errors import LayoutError
+from modelyard.errors import InvalidReference, LayoutError
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.descriptor import Descriptor
 from modelyard.oci.layout import Layout, is_layout
@@ -147,7 +147,7 @@ def push_layout(
     started = time.monotonic()
     reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
     if reference.registry is None:
-        raise LayoutError(
+        raise InvalidReference(
             f"{reference} names no registry; write it as host[:port]/{reference.name}"
         )
     layout = Layout.open(layout_dir)

@@ -135,7 +135,7 @@ class RegistryClient:
         credentials: Credentials | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         retries: int = 4,
-        backoff: float = 0.5,
+        backoff: float = 0.25,
         timeout: float = 300.0,
     ) -> None:
         self.registry = registry
@@ -198,7 +198,8 @@ class RegistryClient:
             authorization = self.auth.header(scope)
             if authorization:
                 req_headers["Authorization"] = authorization
-            body = content() if callable(content) else content
+            # httpx writes memoryviews to the socket as well as bytes.
+            body: Any = content() if callable(content) else content
             request = self._http.build_request(
                 method, target, headers=req_headers, content=body, params=params
             )
