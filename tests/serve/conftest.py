@@ -42,7 +42,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     source = read_source(plain, "text-classification")
     export_onnx(source, load_torch_model(source), plain / "model.onnx")
     return {
-        "cls": root / "cls", "emb": root / "emb", "plain": plain, "emb_src": root / "emb_src",
+        "cls": root / "cls",
+        "emb": root / "emb",
+        "plain": plain,
+        "emb_src": root / "emb_src",
         "cls_src": root / "cls_src",
     }
 
@@ -68,9 +71,21 @@ class RunnerProcess:
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "serve", str(self.config_path),
-             "--port", str(self.port), "--state-dir", str(self.state_dir)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "serve",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
         )
         self.client = httpx.Client(base_url=self.url, timeout=60)
 

@@ -105,9 +105,12 @@ def test_embeddings_match_torch_and_batching(runner: Any, tiny: dict[str, Path])
     alone = runner.client.post("/v1/embeddings", json={"model": "emb", "input": "a dog"}).json()
     np.testing.assert_allclose(alone["data"][0]["embedding"], vectors[1], atol=1e-5)
 
-    v2 = runner.client.post("/v2/models/emb/infer", json={
-        "inputs": [{"name": "text", "shape": [1, 3], "datatype": "BYTES", "data": [SENTENCES]}]
-    }).json()
+    v2 = runner.client.post(
+        "/v2/models/emb/infer",
+        json={
+            "inputs": [{"name": "text", "shape": [1, 3], "datatype": "BYTES", "data": [SENTENCES]}]
+        },
+    ).json()
     (emb,) = v2["outputs"]
     assert emb["name"] == "embedding" and emb["datatype"] == "FP32"
     assert emb["shape"] == [3, vectors.shape[1]]
@@ -115,9 +118,10 @@ def test_embeddings_match_torch_and_batching(runner: Any, tiny: dict[str, Path])
 
 
 def test_plain_directory_infers_task_and_labels(runner: Any) -> None:
-    r = runner.client.post("/v1/models/plain/predict",
-                           json={"inputs": ["le chat est bon", "el perro"],
-                                 "parameters": {"top_k": 4}})
+    r = runner.client.post(
+        "/v1/models/plain/predict",
+        json={"inputs": ["le chat est bon", "el perro"], "parameters": {"top_k": 4}},
+    )
     assert r.status_code == 200, r.text
     outputs = r.json()["outputs"]
     assert len(outputs) == 2
@@ -126,8 +130,9 @@ def test_plain_directory_infers_task_and_labels(runner: Any) -> None:
 
 
 def test_custom_typed_pipeline(runner: Any) -> None:
-    r = runner.client.post("/v1/models/echo/predict",
-                           json={"text": "ab", "repeat": 2, "style": "upper"})
+    r = runner.client.post(
+        "/v1/models/echo/predict", json={"text": "ab", "repeat": 2, "style": "upper"}
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"text": "ABAB", "length": 4, "tags": ["echo"]}
     bad = runner.client.post("/v1/models/echo/predict", json={"text": 3})
@@ -146,7 +151,8 @@ def test_custom_typed_pipeline(runner: Any) -> None:
     assert question["properties"]["style"] == {"enum": ["plain", "upper"]}
     answer = op["responses"]["200"]["content"]["application/json"]["schema"]
     assert spec["components"]["schemas"][answer["$ref"].rsplit("/", 1)[1]]["properties"][
-        "tags"] == {"type": "array", "items": {"type": "string"}}
+        "tags"
+    ] == {"type": "array", "items": {"type": "string"}}
 
 
 @pytest.mark.parametrize(
@@ -163,12 +169,18 @@ def test_custom_typed_pipeline(runner: Any) -> None:
         ("/v1/embeddings", {"model": "emb"}, 422, "input is missing"),
         ("/v1/embeddings", {"model": "cls", "input": "x"}, 400, "not a feature-extraction"),
         ("/v2/models/cls/infer", {"inputs": []}, 400, "empty"),
-        ("/v2/models/cls/infer",
-         {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1.0]}]}, 422,
-         "BYTES"),
-        ("/v2/models/cls/infer",
-         {"inputs": [{"name": "t", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}, 422,
-         "shape"),
+        (
+            "/v2/models/cls/infer",
+            {"inputs": [{"name": "t", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            422,
+            "BYTES",
+        ),
+        (
+            "/v2/models/cls/infer",
+            {"inputs": [{"name": "t", "shape": [3], "datatype": "BYTES", "data": ["a"]}]},
+            422,
+            "shape",
+        ),
         ("/v1/models/cls/predict", {"inputs": "x" * 70000}, 413, "limit"),
     ],
 )
@@ -216,8 +228,11 @@ def test_metrics_exposition(runner: Any) -> None:
     runner.client.post("/v1/models/cls/predict", json={"inputs": ["a", "b"]})
     text = runner.client.get("/metrics").text
     for name in (
-        "modelyard_request_duration_seconds_bucket", "modelyard_queue_wait_seconds_count",
-        "modelyard_batch_size_sum", "modelyard_tokens_total", "modelyard_model_load_seconds_count",
+        "modelyard_request_duration_seconds_bucket",
+        "modelyard_queue_wait_seconds_count",
+        "modelyard_batch_size_sum",
+        "modelyard_tokens_total",
+        "modelyard_model_load_seconds_count",
         "modelyard_model_resident_bytes",
     ):
         assert f"{name}{{" in text, name
@@ -244,18 +259,33 @@ def test_schemathesis_finds_no_server_error(
     import subprocess
     import sys
 
-    runner = start_runner({"models": [
-        {"name": "cls", "ref": str(tiny["cls"]), "pipeline": "text-classification"},
-        {"name": "emb", "ref": str(tiny["emb"]), "pipeline": "feature-extraction"},
-        {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo"},
-    ]})
+    runner = start_runner(
+        {
+            "models": [
+                {"name": "cls", "ref": str(tiny["cls"]), "pipeline": "text-classification"},
+                {"name": "emb", "ref": str(tiny["emb"]), "pipeline": "feature-extraction"},
+                {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo"},
+            ]
+        }
+    )
 
     exe = shutil.which("schemathesis") or shutil.which("st")
     cmd = [exe] if exe else [sys.executable, "-m", "schemathesis.cli"]
     result = subprocess.run(
-        [*cmd, "run", f"{runner.url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "25", "--no-color"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        [
+            *cmd,
+            "run",
+            f"{runner.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 

@@ -18,9 +18,10 @@ def test_runner_extra_is_slim_and_serves(tiny: dict[str, Path], tmp_path: Path) 
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     install = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"{REPO}[runner]"],
-        capture_output=True, text=True, timeout=600,
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{REPO}[runner]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     probe = (
@@ -30,24 +31,43 @@ def test_runner_extra_is_slim_and_serves(tiny: dict[str, Path], tmp_path: Path) 
     )
     found = json.loads(subprocess.check_output([str(py), "-c", probe], text=True))
     assert found == {
-        "torch": False, "transformers": False, "fastapi": False,
-        "onnxruntime": True, "tokenizers": True, "numpy": True, "starlette": True,
+        "torch": False,
+        "transformers": False,
+        "fastapi": False,
+        "onnxruntime": True,
+        "tokenizers": True,
+        "numpy": True,
+        "starlette": True,
         "uvicorn": True,
     }
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.Popen(
-        [str(venv / "bin" / "modelyard"), "serve", "--model", f"emb={tiny['emb']}",
-         "--port", str(port), "--state-dir", str(tmp_path / "state")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        [
+            str(venv / "bin" / "modelyard"),
+            "serve",
+            "--model",
+            f"emb={tiny['emb']}",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings",
-                               json={"model": "emb", "input": "hello"}, timeout=30)
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/embeddings",
+                    json={"model": "emb", "input": "hello"},
+                    timeout=30,
+                )
                 break
             except httpx.TransportError:
                 assert proc.poll() is None and time.monotonic() < deadline

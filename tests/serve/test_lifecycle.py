@@ -27,11 +27,19 @@ def test_run_once_runs_once_under_50_concurrent_first_requests(
     start_runner: Any, tmp_path: Path
 ) -> None:
     counter = tmp_path / "calls.txt"
-    runner = start_runner({"models": [{
-        "name": "once", "ref": None, "pipeline": "sample_pipelines:OnceCounter",
-        "options": {"counter_file": str(counter)},
-        "batching": {"concurrency": 8, "max_batch_size": 4},
-    }]})
+    runner = start_runner(
+        {
+            "models": [
+                {
+                    "name": "once",
+                    "ref": None,
+                    "pipeline": "sample_pipelines:OnceCounter",
+                    "options": {"counter_file": str(counter)},
+                    "batching": {"concurrency": 8, "max_batch_size": 4},
+                }
+            ]
+        }
+    )
     barrier = threading.Barrier(50)
 
     def call(_: int) -> httpx.Response:
@@ -49,11 +57,20 @@ def test_run_once_runs_once_under_50_concurrent_first_requests(
 
 
 def test_ready_is_503_while_a_slow_on_startup_runs(start_runner: Any) -> None:
-    runner = start_runner({"models": [
-        {"name": "slow", "ref": None, "pipeline": "sample_pipelines:SlowStartup",
-         "options": {"seconds": 3}, "preload": True},
-        {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo"},
-    ]})
+    runner = start_runner(
+        {
+            "models": [
+                {
+                    "name": "slow",
+                    "ref": None,
+                    "pipeline": "sample_pipelines:SlowStartup",
+                    "options": {"seconds": 3},
+                    "preload": True,
+                },
+                {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo"},
+            ]
+        }
+    )
     # The server listens at once: live, not ready, and says what is loading.
     assert runner.client.get("/v2/health/live").status_code == 200
     ready = runner.client.get("/v2/health/ready")
@@ -72,10 +89,12 @@ def test_ready_is_503_while_a_slow_on_startup_runs(start_runner: Any) -> None:
 
 
 def test_lru_eviction_within_a_budget_that_fits_two_of_three(start_runner: Any) -> None:
-    runner = start_runner({
-        "server": {"memory_budget": 130 * MB},
-        "models": [_blob("a"), _blob("b"), _blob("c")],
-    })
+    runner = start_runner(
+        {
+            "server": {"memory_budget": 130 * MB},
+            "models": [_blob("a"), _blob("b"), _blob("c")],
+        }
+    )
     call = runner.client.post
     assert call("/v1/models/a/predict", json={}).status_code == 200
     assert call("/v1/models/b/predict", json={}).status_code == 200
@@ -95,10 +114,12 @@ def test_lru_eviction_within_a_budget_that_fits_two_of_three(start_runner: Any) 
 
 
 def test_pinned_model_is_never_evicted(start_runner: Any) -> None:
-    runner = start_runner({
-        "server": {"memory_budget": 130 * MB},
-        "models": [{**_blob("a"), "pinned": True}, _blob("b"), _blob("c")],
-    })
+    runner = start_runner(
+        {
+            "server": {"memory_budget": 130 * MB},
+            "models": [{**_blob("a"), "pinned": True}, _blob("b"), _blob("c")],
+        }
+    )
     for name in ("a", "b", "c", "b"):
         assert runner.client.post(f"/v1/models/{name}/predict", json={}).status_code == 200
     assert _states(runner) == {"a": "READY", "b": "READY", "c": "IDLE"}
@@ -125,11 +146,20 @@ def test_restart_preloads_the_hottest_models_of_recorded_traffic(
 
 
 def test_full_queue_answers_429_with_retry_after(start_runner: Any) -> None:
-    runner = start_runner({"models": [{
-        "name": "slow", "ref": None, "pipeline": "sample_pipelines:Slow",
-        "options": {"seconds": 0.5}, "preload": True,
-        "batching": {"max_queue": 2, "sequential": True},
-    }]})
+    runner = start_runner(
+        {
+            "models": [
+                {
+                    "name": "slow",
+                    "ref": None,
+                    "pipeline": "sample_pipelines:Slow",
+                    "options": {"seconds": 0.5},
+                    "preload": True,
+                    "batching": {"max_queue": 2, "sequential": True},
+                }
+            ]
+        }
+    )
     runner.wait_ready()
 
     def call(i: int) -> httpx.Response:
@@ -149,19 +179,38 @@ def test_full_queue_answers_429_with_retry_after(start_runner: Any) -> None:
 
 
 def test_request_timeout_is_504(start_runner: Any) -> None:
-    runner = start_runner({"models": [{
-        "name": "slow", "ref": None, "pipeline": "sample_pipelines:Slow",
-        "options": {"seconds": 2}, "batching": {"timeout_s": 0.5},
-    }]})
+    runner = start_runner(
+        {
+            "models": [
+                {
+                    "name": "slow",
+                    "ref": None,
+                    "pipeline": "sample_pipelines:Slow",
+                    "options": {"seconds": 2},
+                    "batching": {"timeout_s": 0.5},
+                }
+            ]
+        }
+    )
     r = runner.client.post("/v1/models/slow/predict", json={"text": "x"})
     assert r.status_code == 504 and "did not answer" in r.json()["error"]
 
 
 def test_sigterm_drains_in_flight_requests(start_runner: Any) -> None:
-    runner = start_runner({"models": [{
-        "name": "slow", "ref": None, "pipeline": "sample_pipelines:Slow",
-        "options": {"seconds": 1.5}, "preload": True, "batching": {"concurrency": 2},
-    }]})
+    runner = start_runner(
+        {
+            "models": [
+                {
+                    "name": "slow",
+                    "ref": None,
+                    "pipeline": "sample_pipelines:Slow",
+                    "options": {"seconds": 1.5},
+                    "preload": True,
+                    "batching": {"concurrency": 2},
+                }
+            ]
+        }
+    )
     runner.wait_ready()
 
     def call(i: int) -> httpx.Response:

@@ -20,8 +20,15 @@ def test_registry_ref_is_fetched_once_and_served(
     # The lazy-access content cache, here and in the runner process (it inherits os.environ).
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     with docker_registry(tmp_path / "registry") as host:
-        run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:v1",
-             f"docker://{host}/org/emb:v1"])
+        run(
+            [
+                "skopeo",
+                "copy",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:v1",
+                f"docker://{host}/org/emb:v1",
+            ]
+        )
         ref = f"{host}/org/emb:v1"
 
         path = resolve_model_ref(ref, tmp_path / "cache")

@@ -90,8 +90,9 @@ async def _submit_all(batcher: Batcher, items: list[Prepared]) -> list[Any]:
 def test_batches_respect_rows_and_tokens() -> None:
     async def main() -> Recorder:
         rec = Recorder(delay=0.05)
-        batcher = Batcher("m", rec, BatchingConfig(max_batch_size=4, max_batch_tokens=100),
-                          Metrics())
+        batcher = Batcher(
+            "m", rec, BatchingConfig(max_batch_size=4, max_batch_tokens=100), Metrics()
+        )
         first = asyncio.ensure_future(batcher.submit(Prepared(0, rows=1, tokens=10)))
         await asyncio.sleep(0.01)  # the first batch is running; the rest queue behind it
         items = [Prepared(i, rows=1, tokens=10) for i in range(1, 7)]
@@ -136,8 +137,12 @@ def test_max_wait_gathers_a_batch() -> None:
 
 def test_overload_timeout_and_errors_are_typed() -> None:
     async def main() -> None:
-        batcher = Batcher("m", Recorder(delay=0.3), BatchingConfig(max_queue=1, timeout_s=0.1,
-                                                                    sequential=True), Metrics())
+        batcher = Batcher(
+            "m",
+            Recorder(delay=0.3),
+            BatchingConfig(max_queue=1, timeout_s=0.1, sequential=True),
+            Metrics(),
+        )
         results = await _submit_all(batcher, [Prepared(i) for i in range(4)])
         kinds = sorted(type(r).__name__ for r in results)
         assert "Overloaded" in kinds and "InferenceTimeout" in kinds

@@ -10,22 +10,47 @@ import click
 
 
 @click.command("serve")
-@click.argument("config_file", metavar="[CONFIG]", required=False,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", "models", multiple=True, metavar="NAME=PATH[:PIPELINE]",
-              help="Serve a model directory (or oci:LAYOUT:TAG); repeatable. PIPELINE is "
-              "text-classification or feature-extraction (inferred if absent).")
-@click.option("--preload/--no-preload", default=True, show_default=True,
-              help="Load the --model models at startup.")
+@click.argument(
+    "config_file",
+    metavar="[CONFIG]",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME=PATH[:PIPELINE]",
+    help="Serve a model directory (or oci:LAYOUT:TAG); repeatable. PIPELINE is "
+    "text-classification or feature-extraction (inferred if absent).",
+)
+@click.option(
+    "--preload/--no-preload",
+    default=True,
+    show_default=True,
+    help="Load the --model models at startup.",
+)
 @click.option("--host", default=None, help="Address to bind [127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [8080].")
-@click.option("--memory-budget", default=None, metavar="SIZE",
-              help="Resident bytes for loaded models, e.g. 2GiB; least recently used "
-              "models beyond it are evicted.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Traffic history and extracted images [~/.local/state/modelyard/runner].")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--memory-budget",
+    default=None,
+    metavar="SIZE",
+    help="Resident bytes for loaded models, e.g. 2GiB; least recently used "
+    "models beyond it are evicted.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Traffic history and extracted images [~/.local/state/modelyard/runner].",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def serve(
     config_file: Path | None,
     models: tuple[str, ...],
@@ -61,8 +86,9 @@ def serve(
         changes["port"] = port
     if memory_budget is not None:
         changes["memory_budget"] = parse_size(memory_budget)
-    config = ServeConfig(**{**{f.name: getattr(config, f.name)
-                               for f in dataclasses.fields(config)}, **changes})
+    config = ServeConfig(
+        **{**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, **changes}
+    )
     state = state_dir or config.state_dir or default_state_dir()
     # Custom pipelines are named package.module:Class; find them in the working directory too.
     if "" not in sys.path:

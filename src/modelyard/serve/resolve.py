@@ -58,8 +58,12 @@ def is_registry_ref(ref: str) -> bool:
 
 # Files of a plain model directory the runner reads when present (besides the ONNX graph).
 _PLAIN_FILES = (
-    "config.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
-    "1_Pooling/config.json", "sentence_bert_config.json",
+    "config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
 )
 
 
@@ -103,8 +107,10 @@ def _pull_registry_files(ref: str, cache_dir: Path) -> Path:
 
             if fetch("modelyard.json"):
                 manifest = json.loads((tmp / "modelyard.json").read_text(encoding="utf-8"))
-                required = [str(manifest.get("model", "model.onnx")),
-                            str(manifest.get("tokenizer", "tokenizer.json"))]
+                required = [
+                    str(manifest.get("model", "model.onnx")),
+                    str(manifest.get("tokenizer", "tokenizer.json")),
+                ]
                 optional = ["config.json", required[0] + ".data"]
             else:
                 onnx = next((p for p in ("model.onnx", "onnx/model.onnx") if fetch(p)), None)
