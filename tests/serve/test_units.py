@@ -215,3 +215,23 @@ def test_resolve_oci_layout_packed_by_modelyard(tiny: dict[str, Path], tmp_path:
     assert resolve_model_ref(f"oci:{layout}:v1", cache) == path
     with pytest.raises(ModelRefError, match="not found"):
         resolve_model_ref(f"oci:{layout}:v2", cache)
+
+
+def test_history_counts_within_the_window_and_keeps_sizes(tmp_path: Path) -> None:
+    from modelyard.serve.history import TrafficHistory
+
+    now = 1_700_000_000.0
+    history = TrafficHistory(tmp_path / "h.sqlite")
+    history.record("old", 50, now=now - 3 * 3600)
+    history.record("a", 2, now=now - 60)
+    history.record("b", 1, now=now - 30)
+    history.flush()
+    history.record("b", 3, now=now)  # same minute as a flushed count: added up
+    history.set_size("a", 1234)
+    history.close()
+
+    reopened = TrafficHistory(tmp_path / "h.sqlite")
+    assert reopened.hottest(3600, now=now) == [("b", 4), ("a", 2)]
+    assert reopened.hottest(4 * 3600, now=now)[0] == ("old", 50)
+    assert reopened.sizes() == {"a": 1234}
+    reopened.close()
