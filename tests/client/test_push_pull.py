@@ -331,3 +331,29 @@ def test_choosing_the_image_of_a_layout_with_several(docker_registry, tmp_path):
         assert sorted(client.list_tags("org/m")) == ["stable", "v1"]
     rc, _, err = run_cli("push", str(layout_dir), "org/m:v1", "-q")
     assert rc == 1 and "names no registry" in err
+
+
+def test_pull_a_docker_manifest_list_pushed_by_skopeo(docker_registry, model_layout, tmp_path):
+    from modelyard.oci import mediatypes as mt
+
+    ref = f"{docker_registry.addr}/org/docker:v1"
+    subprocess.run(
+        [
+            "skopeo", "copy", "--all", "--format", "v2s2", "--dest-tls-verify=false",
+            f"oci:{model_layout}:v1", f"docker://{ref}",
+        ],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    result = pull(ref, tmp_path / "pulled")
+    assert result.media_type == mt.DOCKER_MANIFEST_LIST
+    layout = Layout.open(tmp_path / "pulled")
+    root = layout.resolve("v1")
+    images = layout.image_manifests(root)
+    assert {m.media_type for _, m in images} == {mt.DOCKER_MANIFEST}
+    for _, manifest in images:
+        for desc in manifest.references():
+            assert layout.verify_blob(desc.digest) == desc.size
+    # And it goes back out unchanged: push the pulled layout elsewhere, same digest.
+    again = push_layout(tmp_path / "pulled", "v1", f"{docker_registry.addr}/org/copy:v1")
+    assert again.digest == result.digest
