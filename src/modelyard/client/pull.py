@@ -231,8 +231,12 @@ def pull(
                 pool.submit(fetch_blob, client, layout, reference.name, b, bar.update)
                 for b in missing
             ]
-            for future in futures:
-                future.result()
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         for image in resolved.images:
             _write_document(layout, image.descriptor.digest, image.data)
         _write_document(layout, resolved.root.digest, resolved.root_data)

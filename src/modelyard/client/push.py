@@ -257,8 +257,14 @@ def _push_blobs(
             locations.add(registry, b.digest, name)
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for future in [pool.submit(upload, b) for b in to_upload]:
-                future.result()
+            futures = [pool.submit(upload, b) for b in to_upload]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                # Do not start the blobs still queued after a failure or Ctrl-C.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return len(to_upload), skipped, mounted, total
 
 

@@ -633,6 +633,12 @@ class RegistryClient:
                 failures = 0
                 offset += n
                 location = self._url(resp.headers.get("location") or str(location))
+                held = _range_end(resp.headers.get("range", ""))
+                if held is not None and held != offset:
+                    # The registry kept another amount than sent: go on from what it has.
+                    if progress:
+                        progress(held - sent[0])
+                    sent[0] = offset = held
                 continue
             if status is not None and status not in _RETRY_STATUS and status != 416:
                 if status == 404:
@@ -667,12 +673,18 @@ class RegistryClient:
         resp.read()
         if resp.status_code not in (200, 204):
             raise _SessionLost(f"upload status HTTP {resp.status_code}")
-        held = 0
-        rng = resp.headers.get("range", "")
-        if "-" in rng:
-            with contextlib.suppress(ValueError):
-                held = int(rng.rsplit("-", 1)[1]) + 1
+        held = _range_end(resp.headers.get("range", "")) or 0
         return held, self._url(resp.headers.get("location") or str(location))
+
+
+def _range_end(value: str) -> int | None:
+    """Bytes held according to an upload `Range: 0-N` header (N + 1), or None."""
+    if "-" not in value:
+        return None
+    try:
+        return int(value.rsplit("-", 1)[1]) + 1
+    except ValueError:
+        return None
 
 
 def _iter_raw(resp: httpx.Response, size: int) -> Iterator[bytes]:
