@@ -51,6 +51,8 @@ class OnceCounter:
     def __init__(self, options: dict[str, Any]) -> None:
         self.counter = Path(options["counter_file"])
         self.warmed = False
+        with Path(options["loads_file"]).open("a") as fh:  # one line per load of the model
+            fh.write("loaded\n")
 
     @run_once
     def warm_up(self) -> None:

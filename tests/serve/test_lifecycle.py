@@ -27,6 +27,7 @@ def test_run_once_runs_once_under_50_concurrent_first_requests(
     start_runner: Any, tmp_path: Path
 ) -> None:
     counter = tmp_path / "calls.txt"
+    loads = tmp_path / "loads.txt"
     runner = start_runner(
         {
             "models": [
@@ -34,7 +35,7 @@ def test_run_once_runs_once_under_50_concurrent_first_requests(
                     "name": "once",
                     "ref": None,
                     "pipeline": "sample_pipelines:OnceCounter",
-                    "options": {"counter_file": str(counter)},
+                    "options": {"counter_file": str(counter), "loads_file": str(loads)},
                     "batching": {"concurrency": 8, "max_batch_size": 4},
                 }
             ]
@@ -54,6 +55,11 @@ def test_run_once_runs_once_under_50_concurrent_first_requests(
     assert counter.read_text() == "called\n"
     runner.client.post("/v1/models/once/predict", json={})
     assert counter.read_text() == "called\n"
+    # The 50 concurrent first requests triggered one load.
+    assert loads.read_text() == "loaded\n"
+    assert (
+        'modelyard_model_load_seconds_count{model="once"} 1' in runner.client.get("/metrics").text
+    )
 
 
 def test_ready_is_503_while_a_slow_on_startup_runs(start_runner: Any) -> None:
@@ -226,3 +232,35 @@ def test_sigterm_drains_in_flight_requests(start_runner: Any) -> None:
     assert [r.json()["text"] for r in responses] == ["in flight 0", "in flight 1"]
     assert runner.proc.wait(30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in runner.log()
+
+
+def test_a_slow_model_does_not_hold_up_another(start_runner: Any) -> None:
+    runner = start_runner(
+        {
+            "models": [
+                {
+                    "name": "slow",
+                    "ref": None,
+                    "pipeline": "sample_pipelines:Slow",
+                    "options": {"seconds": 3},
+                    "preload": True,
+                },
+                {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo", "preload": True},
+            ]
+        }
+    )
+    runner.wait_ready()
+    finished: list[str] = []
+
+    def call(name: str, body: dict[str, Any]) -> None:
+        with httpx.Client(base_url=runner.url, timeout=60) as client:
+            assert client.post(f"/v1/models/{name}/predict", json=body).status_code == 200
+        finished.append(name)
+
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(call, "slow", {"text": "x"})
+        time.sleep(0.3)  # the slow request is running
+        pool.submit(call, "echo", {"text": "y"}).result()
+        assert finished == ["echo"]  # answered while the slow model is still busy
+        slow.result()
+    assert finished == ["echo", "slow"]
