@@ -207,3 +207,40 @@ def test_tag_list_follows_link_pagination():
 
     with client_for(handler) as client:
         assert client.list_tags("org/m", page_size=2) == ["a", "b", "c"]
+
+
+def test_credential_helpers(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    # A helper as Docker defines them: server URL on stdin, JSON on stdout.
+    helper.write_text(
+        "#!/bin/sh\n"
+        "read server\n"
+        'if [ "$server" = "helped.example" ]; then\n'
+        '  echo \'{"ServerURL":"helped.example","Username":"hu","Secret":"hs"}\'\n'
+        "else\n"
+        "  echo 'credentials not found in native keychain'; exit 1\n"
+        "fi\n"
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = tmp_path / "docker-config" / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "auths": {"stored.example": {}},
+                "credHelpers": {"helped.example": "fake"},
+                "credsStore": "fake",
+            }
+        )
+    )
+    creds = find_credentials("helped.example")
+    assert creds is not None and (creds.username, creds.password) == ("hu", "hs")
+    assert find_credentials("stored.example") is None  # the store has nothing for it
+    config.write_text(json.dumps({"credHelpers": {"x.example": "missing"}}))
+    with pytest.raises(AuthenticationError, match="docker-credential-missing"):
+        find_credentials("x.example")

@@ -19,6 +19,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -127,8 +129,12 @@ def _entry_credentials(entry: Any, source: Path) -> Credentials | None:
 def find_credentials(registry: str) -> Credentials | None:
     """Credentials for `registry` (`host[:port]`) from the login files, or None.
 
+    In a Docker config, a `credHelpers` entry for the host wins, then an `auths` entry with
+    credentials, then the `credsStore` helper (`docker-credential-NAME get`).
+
     Raises:
-        AuthenticationError: an entry for this registry exists but cannot be decoded.
+        AuthenticationError: an entry for this registry exists but cannot be decoded, or a
+            configured credential helper is missing or fails.
     """
     wanted = {registry}
     if registry in (DOCKER_HUB, *_DOCKER_HUB_KEYS):
@@ -140,15 +146,58 @@ def find_credentials(registry: str) -> Credentials | None:
             continue
         except (OSError, ValueError):
             continue  # a broken file of another tool should not stop a pull that needs no auth
-        auths = doc.get("auths") if isinstance(doc, dict) else None
-        if not isinstance(auths, dict):
+        if not isinstance(doc, dict):
             continue
-        for key, entry in auths.items():
-            if _normalize_key(key) in wanted:
-                creds = _entry_credentials(entry, path)
-                if creds is not None:
-                    return creds
+        helpers = doc.get("credHelpers")
+        if isinstance(helpers, dict):
+            for key, helper in helpers.items():
+                if _normalize_key(key) in wanted and isinstance(helper, str):
+                    return _from_helper(helper, key)
+        auths = doc.get("auths")
+        matched_key = None
+        if isinstance(auths, dict):
+            for key, entry in auths.items():
+                if _normalize_key(key) in wanted:
+                    matched_key = matched_key or key
+                    creds = _entry_credentials(entry, path)
+                    if creds is not None:
+                        return creds
+        store = doc.get("credsStore")
+        if isinstance(store, str) and store:
+            creds = _from_helper(store, matched_key or registry)
+            if creds is not None:
+                return creds
     return None
+
+
+def _from_helper(helper: str, server: str) -> Credentials | None:
+    """Ask `docker-credential-HELPER get` for `server`'s credentials (None if it has none)."""
+    exe = shutil.which(f"docker-credential-{helper}")
+    if exe is None:
+        raise AuthenticationError(
+            server, f"credential helper docker-credential-{helper} is configured but not found"
+        )
+    try:
+        proc = subprocess.run(
+            [exe, "get"], input=server.encode(), capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AuthenticationError(server, f"credential helper {helper} failed: {exc}") from exc
+    if proc.returncode != 0:
+        message = proc.stdout.decode(errors="replace").strip()
+        if "credentials not found" in message.lower():
+            return None
+        raise AuthenticationError(server, f"credential helper {helper} failed: {message}")
+    try:
+        answer = json.loads(proc.stdout)
+        user, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AuthenticationError(server, f"credential helper {helper} answered garbage") from exc
+    if user == "<token>":
+        raise AuthenticationError(
+            server, f"credential helper {helper} holds an identity token, which is not supported"
+        )
+    return Credentials(str(user), str(secret))
 
 
 @dataclass
