@@ -70,21 +70,37 @@ def _bundle(model_dir: Path, out: Path, quiet: bool) -> Path:
     """The int8 bundle of the demo model, made once and kept."""
     if (out / "modelyard.json").is_file():
         return out
-    cmd = [sys.executable, "-m", "modelyard", "optimize", str(model_dir), "--task",
-           "feature-extraction", "--quantize", "int8", "-o", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "optimize",
+        str(model_dir),
+        "--task",
+        "feature-extraction",
+        "--quantize",
+        "int8",
+        "-o",
+        str(out),
+    ]
     click.echo("optimizing the demo model to an int8 ONNX bundle (once) ...")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if quiet else None)
     return out
 
 
 @click.command()
-@click.option("--addr", default="127.0.0.1:5000", show_default=True,
-              help="Where the registry listens.")
-@click.option("--runner-port", default=8080, show_default=True, type=int,
-              help="Where the runner listens.")
+@click.option(
+    "--addr", default="127.0.0.1:5000", show_default=True, help="Where the registry listens."
+)
+@click.option(
+    "--runner-port", default=8080, show_default=True, type=int, help="Where the runner listens."
+)
 @click.option("--no-runner", is_flag=True, help="Only pack, run the registry and push.")
-@click.option("--check", is_flag=True,
-              help="Verify every step over HTTP, then stop instead of serving until Ctrl-C.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Verify every step over HTTP, then stop instead of serving until Ctrl-C.",
+)
 def demo(addr: str, runner_port: int, no_runner: bool, check: bool) -> None:
     """Pack, store, push and serve a real model on the embedded defaults.
 
@@ -102,8 +118,10 @@ def demo(addr: str, runner_port: int, no_runner: bool, check: bool) -> None:
     result = pack(model, TAG, layout)
     click.echo(f"packed   {model}\n         -> {layout}:{TAG} {result.index.digest}")
     for layer in result.layers:
-        click.echo(f"         layer {layer.digests.digest[:19]} "
-                   f"{', '.join(f.path for f in layer.files)[:70]}")
+        click.echo(
+            f"         layer {layer.digests.digest[:19]} "
+            f"{', '.join(f.path for f in layer.files)[:70]}"
+        )
 
     ref = f"{addr}/{REPO}:{TAG}"
     with _process(["registry", "serve", "--addr", addr]) as registry:
@@ -124,8 +142,17 @@ def demo(addr: str, runner_port: int, no_runner: bool, check: bool) -> None:
             return
         bundle = _bundle(model, data_dir() / "bundles" / "all-minilm-l6-v2-int8", check)
         url = f"http://127.0.0.1:{runner_port}"
-        with _process(["serve", "--model", f"minilm={bundle}", "--port", str(runner_port),
-                       "--log-level", "warning"]) as runner:
+        with _process(
+            [
+                "serve",
+                "--model",
+                f"minilm={bundle}",
+                "--port",
+                str(runner_port),
+                "--log-level",
+                "warning",
+            ]
+        ) as runner:
             _wait(f"{url}/v2/health/ready", runner, "the runner")
             deadline = time.monotonic() + 60
             while httpx.get(f"{url}/v2/health/ready").status_code != 200:
@@ -137,8 +164,10 @@ def demo(addr: str, runner_port: int, no_runner: bool, check: bool) -> None:
             r.raise_for_status()
             dims = len(r.json()["data"][0]["embedding"])
             click.echo(f"runner   {url} serving 'minilm' ({dims}-dim embeddings)")
-            click.echo(f"  curl -s {url}/v1/embeddings -H 'Content-Type: application/json' "
-                       f"-d '{json.dumps(body)}'")
+            click.echo(
+                f"  curl -s {url}/v1/embeddings -H 'Content-Type: application/json' "
+                f"-d '{json.dumps(body)}'"
+            )
             if not check:
                 click.echo("\nregistry and runner running; Ctrl-C to stop")
                 runner.wait()

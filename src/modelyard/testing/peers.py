@@ -88,6 +88,8 @@ def buildah_env(root: Path) -> list[str]:
     """buildah arguments that keep its storage under `root` (vfs; works as root here)."""
     return [
         *BUILDAH,
-        "--root", str(root / "storage"),
-        "--runroot", str(root / "run"),
+        "--root",
+        str(root / "storage"),
+        "--runroot",
+        str(root / "run"),
     ]
