@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_htpasswd, run_cli, write_docker_config
+from clienttools import make_htpasswd, run_cli, write_docker_config
 
 from modelyard.oci.layout import Layout
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, make_htpasswd, run_cli, wait_http, write_docker_config
+from clienttools import free_port, make_htpasswd, run_cli, wait_http, write_docker_config
 
 from modelyard.client import RegistryClient, pull, push_layout
 from modelyard.client.auth import Credentials

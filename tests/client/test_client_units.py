@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import write_docker_config
+from clienttools import write_docker_config
 
 from modelyard.client import RegistryClient
 from modelyard.client.auth import find_credentials, parse_challenge

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import (
+from clienttools import (
     Rule,
     pack_model,
     port_of,
@@ -275,7 +275,7 @@ def test_unknown_tag_exits_3(docker_registry, model_layout, tmp_path):
 
 
 def test_unreachable_registry_is_a_clear_error(tmp_path, model_layout):
-    from conftest import free_port
+    from clienttools import free_port
 
     port = free_port()
     rc, _, err = run_cli("push", str(model_layout), f"127.0.0.1:{port}/org/m:v1", "-q")
