@@ -141,12 +141,17 @@ def demo(addr: str, runner_port: int, no_runner: bool, check: bool) -> None:
                 registry.wait()
             return
         bundle = _bundle(model, data_dir() / "bundles" / "all-minilm-l6-v2-int8", check)
+        # The runner takes the optimized bundle from the registry, like a production node.
+        pack(bundle, "int8", layout)
+        int8_ref = f"{addr}/{REPO}:int8"
+        push_layout(layout, "int8", int8_ref)
+        click.echo(f"pushed   {int8_ref} (int8 ONNX bundle)")
         url = f"http://127.0.0.1:{runner_port}"
         with _process(
             [
                 "serve",
                 "--model",
-                f"minilm={bundle}",
+                f"minilm={int8_ref}",
                 "--port",
                 str(runner_port),
                 "--log-level",
