@@ -1,11 +1,13 @@
-"""Docker's bearer token flow against modelyard's own registry (`registry serve --htpasswd`):
-over real sockets with the CLI, and in process through the ASGI app."""
+"""The client against modelyard's own registry (`registry serve`): Docker's bearer token flow
+over real sockets with the CLI and in process through the ASGI app, and a true resume of a
+chunked upload cut in the middle of a chunk."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,16 +21,12 @@ from modelyard.errors import AuthenticationError
 from modelyard.oci.layout import Layout
 
 
-@pytest.fixture
-def our_registry(tmp_path: Path):
-    htpasswd = make_htpasswd(tmp_path / "htpasswd", "bob", "hunter2")
+def serve(tmp_path: Path, *extra: str) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "modelyard", "registry", "serve",
-            "--root", str(tmp_path / "root"),
-            "--addr", f"127.0.0.1:{port}",
-            "--htpasswd", str(htpasswd),
+            "--root", str(tmp_path / "root"), "--addr", f"127.0.0.1:{port}", *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
@@ -43,6 +41,38 @@ def our_registry(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def our_registry(tmp_path: Path) -> Iterator[str]:
+    htpasswd = make_htpasswd(tmp_path / "htpasswd", "bob", "hunter2")
+    yield from serve(tmp_path, "--htpasswd", str(htpasswd))
+
+
+@pytest.fixture
+def open_registry(tmp_path: Path) -> Iterator[str]:
+    yield from serve(tmp_path)
+
+
+def test_upload_cut_mid_chunk_resumes_in_the_same_session(open_registry, proxy_factory):
+    import random
+
+    from clienttools import Rule, port_of
+
+    from modelyard.oci.digest import digest_bytes
+
+    proxy = proxy_factory(port_of(open_registry))
+    data = random.Random(4).randbytes(3 * (1 << 20) + 7)
+    digest = digest_bytes(data)
+    proxy.rules.append(Rule("PATCH", "/blobs/uploads/", "cut", nth=2, after=300_000))
+    with RegistryClient(proxy.addr, chunk_size=1 << 20, backoff=0.01) as client:
+        client.upload_blob("org/cut", data, digest, len(data))
+        assert b"".join(client.get_blob_stream("org/cut", digest)) == data
+    assert proxy.rules[0].fired == 1
+    # One session only: the client asked the registry what it kept and went on from there.
+    assert sum(1 for r in proxy.requests if r.method == "POST") == 1
+    assert any(r.method == "GET" and "/blobs/uploads/" in r.path for r in proxy.requests)
+    assert proxy.body_bytes("PATCH") == len(data) + 300_000
 
 
 def test_bearer_push_pull_over_sockets(our_registry, model_layout, tmp_path):
