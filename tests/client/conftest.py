@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from clienttools import (
+
+from .clienttools import (
     CountingProxy,
     DockerRegistry,
     pack_model,

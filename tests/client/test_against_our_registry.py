@@ -12,13 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clienttools import free_port, make_htpasswd, run_cli, wait_http, write_docker_config
 
 from modelyard.client import RegistryClient, pull, push_layout
 from modelyard.client.auth import Credentials
 from modelyard.client.transport import ASGIAppTransport
 from modelyard.errors import AuthenticationError
 from modelyard.oci.layout import Layout
+
+from .clienttools import free_port, make_htpasswd, run_cli, wait_http, write_docker_config
 
 
 def serve(tmp_path: Path, *extra: str) -> Iterator[str]:
@@ -57,9 +58,9 @@ def open_registry(tmp_path: Path) -> Iterator[str]:
 def test_upload_cut_mid_chunk_resumes_in_the_same_session(open_registry, proxy_factory):
     import random
 
-    from clienttools import Rule, port_of
-
     from modelyard.oci.digest import digest_bytes
+
+    from .clienttools import Rule, port_of
 
     proxy = proxy_factory(port_of(open_registry))
     data = random.Random(4).randbytes(3 * (1 << 20) + 7)

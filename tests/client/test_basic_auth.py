@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from clienttools import make_htpasswd, run_cli, write_docker_config
 
 from modelyard.oci.layout import Layout
+
+from .clienttools import make_htpasswd, run_cli, write_docker_config
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from clienttools import write_docker_config
 
 from modelyard.client import RegistryClient
 from modelyard.client.auth import find_credentials, parse_challenge
@@ -22,6 +21,8 @@ from modelyard.errors import (
 )
 from modelyard.oci.digest import digest_bytes
 from modelyard.registry.errcodes import RegistryError
+
+from .clienttools import write_docker_config
 
 DATA = bytes(range(256)) * 1000
 DIGEST = digest_bytes(DATA)

@@ -8,17 +8,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clienttools import (
+
+from modelyard.client import RegistryClient, pull, push_layout
+from modelyard.client.locations import BlobLocations
+from modelyard.oci.layout import Layout
+
+from .clienttools import (
     Rule,
     pack_model,
     port_of,
     run_cli,
     write_model,
 )
-
-from modelyard.client import RegistryClient, pull, push_layout
-from modelyard.client.locations import BlobLocations
-from modelyard.oci.layout import Layout
 
 
 def reachable_blobs(layout_dir: Path, tag: str) -> set[str]:
@@ -275,7 +276,7 @@ def test_unknown_tag_exits_3(docker_registry, model_layout, tmp_path):
 
 
 def test_unreachable_registry_is_a_clear_error(tmp_path, model_layout):
-    from clienttools import free_port
+    from .clienttools import free_port
 
     port = free_port()
     rc, _, err = run_cli("push", str(model_layout), f"127.0.0.1:{port}/org/m:v1", "-q")

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hubtools import MODEL_REPO, free_port, make_model
 
 from modelyard.testing.hubstandin import HubStandIn
+
+from .hubtools import MODEL_REPO, free_port, make_model
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hubtools import MODEL_OCI, MODEL_REPO, make_model, need, run_cli
 
 from modelyard.errors import DigestMismatch, HubGated
 from modelyard.hub import HubSettings, HubSource, import_model
 from modelyard.oci.layout import Layout
 from modelyard.testing.hubstandin import HubStandIn
+
+from .hubtools import MODEL_OCI, MODEL_REPO, make_model, need, run_cli
 
 FILES = "dev.modelyard.model.files"
 SELECTED = {"config.json", "tokenizer.json", "onnx/model.onnx"}

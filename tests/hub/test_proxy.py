@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hubtools import MODEL_OCI, MODEL_REPO, make_model, need
 
 from modelyard.hub import HubSettings, HubSource, import_model
 from modelyard.hub.proxy import HubProxy
@@ -20,6 +19,8 @@ from modelyard.registry.errcodes import RegistryError
 from modelyard.registry.service import Registry
 from modelyard.storage.local import LocalDriver
 from modelyard.testing.hubstandin import HubStandIn
+
+from .hubtools import MODEL_OCI, MODEL_REPO, make_model, need
 
 ALL_FILES = [
     ".gitattributes",

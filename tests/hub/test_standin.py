@@ -7,11 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hubtools import MODEL_REPO, make_model, need
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import errors as hf
 
 from modelyard.testing.hubstandin import HubStandIn
+
+from .hubtools import MODEL_REPO, make_model, need
 
 
 def _curl(*args: str) -> subprocess.CompletedProcess[str]:

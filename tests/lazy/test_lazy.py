@@ -27,7 +27,7 @@ from modelyard.testing.files import MiB, make_model
 from modelyard.testing.peers import free_port, run, wait_http
 
 if TYPE_CHECKING:
-    from conftest import Registry
+    from .conftest import Registry
 
 ESTARGZ = PackOptions(threshold=1 * MiB, format="estargz")
 TAR = PackOptions(threshold=1 * MiB, format="tar")

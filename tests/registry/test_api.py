@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from regtools import files_under, image_manifest, push_blob, push_image, sha256
 from starlette.testclient import TestClient
 
 from modelyard.oci import mediatypes as mt
 from modelyard.registry.service import MAX_MANIFEST_SIZE
+
+from .regtools import files_under, image_manifest, push_blob, push_image, sha256
 
 
 def error_code(r) -> str:  # type: ignore[no-untyped-def]

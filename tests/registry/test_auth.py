@@ -12,12 +12,13 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
-from conftest import need, start_server
-from regtools import files_under, push_image, sha256
 from starlette.testclient import TestClient
 
 from modelyard.registry.app import create_app
 from modelyard.registry.auth import AuthConfigError
+
+from .conftest import need, start_server
+from .regtools import files_under, push_image, sha256
 
 
 def basic(user: str, password: str) -> dict[str, str]:

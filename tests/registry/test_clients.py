@@ -13,11 +13,12 @@ import tarfile
 from pathlib import Path
 
 import httpx
-from conftest import Server, need
-from regtools import sha256
 
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.layout import Layout
+
+from .conftest import Server, need
+from .regtools import sha256
 
 
 def run(*cmd: str, cwd: Path | None = None) -> str:
@@ -229,7 +230,7 @@ def test_curl_error_paths(server: Server, tmp_path: Path) -> None:
 
 def test_uvicorn_server(tmp_path: Path, model_layout: Path) -> None:
     """The fallback ASGI server serves the same API (blobs by chunks, not by path)."""
-    from conftest import start_server
+    from .conftest import start_server
 
     srv = start_server(tmp_path / "uv", "--server", "uvicorn")
     try:

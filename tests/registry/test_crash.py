@@ -12,10 +12,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from conftest import Server
-from regtools import image_manifest, push_blob, sha256
 
 from modelyard.oci import mediatypes as mt
+
+from .conftest import Server
+from .regtools import image_manifest, push_blob, sha256
 
 CHUNK = 8 << 20
 

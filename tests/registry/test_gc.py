@@ -9,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from regtools import push_blob, push_image, sha256
 from starlette.testclient import TestClient
 
 from modelyard.oci import mediatypes as mt
 from modelyard.registry.gc import collect
 from modelyard.storage import LocalDriver
+
+from .regtools import push_blob, push_image, sha256
 
 
 def age(root: Path, seconds: float = 7200) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, RunnerProcess
+
+from .conftest import REPO, RunnerProcess
 
 SENTENCES = ["the cat is very good", "a dog", "hello world today the weather is bad"]
 

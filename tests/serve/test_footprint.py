@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import REPO, free_port
+
+from .conftest import REPO, free_port
 
 
 def test_runner_extra_is_slim_and_serves(tiny: dict[str, Path], tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
 
 from modelyard.errors import InferenceTimeout, ModelRefError, Overloaded, ServeConfigError
 from modelyard.serve.batching import Batcher
@@ -22,6 +21,8 @@ from modelyard.serve.config import (
 from modelyard.serve.metrics import Metrics
 from modelyard.serve.pipelines.base import Prepared
 from modelyard.serve.resolve import is_registry_ref, resolve_model_ref
+
+from .conftest import free_port
 
 
 def test_sizes_and_flags() -> None:
