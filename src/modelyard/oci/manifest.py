@@ -26,6 +26,22 @@ def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     return dict(ann)
 
 
+def _with_optional(
+    out: dict[str, Any],
+    annotations: dict[str, str],
+    subject: Descriptor | None,
+    artifact_type: str | None,
+) -> dict[str, Any]:
+    """Add the fields manifests and indexes share, each only when set."""
+    if annotations:
+        out["annotations"] = dict(annotations)
+    if subject is not None:
+        out["subject"] = subject.to_json()
+    if artifact_type:
+        out["artifactType"] = artifact_type
+    return out
+
+
 @dataclass(frozen=True)
 class ImageConfig:
     """The image config: what a runtime needs; for a model image mostly `rootfs.diff_ids`."""
@@ -73,13 +89,7 @@ class ImageManifest:
             "config": self.config.to_json(),
             "layers": [d.to_json() for d in self.layers],
         }
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        if self.subject is not None:
-            out["subject"] = self.subject.to_json()
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
-        return out
+        return _with_optional(out, self.annotations, self.subject, self.artifact_type)
 
     def to_bytes(self) -> bytes:
         return dumps(self.to_json())
@@ -125,13 +135,7 @@ class ImageIndex:
             "mediaType": self.media_type,
             "manifests": [d.to_json() for d in self.manifests],
         }
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        if self.subject is not None:
-            out["subject"] = self.subject.to_json()
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
-        return out
+        return _with_optional(out, self.annotations, self.subject, self.artifact_type)
 
     def to_bytes(self) -> bytes:
         return dumps(self.to_json())
