@@ -144,7 +144,8 @@ class LayerStream:
         if self.mode == "gzip" or is_compressible(chunk):
             self._emit(deflate_chunk(chunk, self.level))
         else:
-            self._emit(b"".join(stored_blocks(chunk)))
+            for piece in stored_blocks(chunk):
+                self._emit(piece)
 
     def close(self) -> LayerDigests:
         if self.mode == "zstd":

@@ -6,15 +6,17 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from modelyard.errors import SourceError
 from modelyard.oci.compress import LayerDigests, LayerStream
-from modelyard.oci.digest import iter_chunks
+from modelyard.oci.digest import aligned_buffer, iter_chunks
 from modelyard.oci.estargz import EStargzWriter
 from modelyard.oci.tar import TarWriter, parent_dirs
 from modelyard.pack.layering import LayerPlan
+from modelyard.pack.source import SourceFile
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,13 @@ class LayerResult:
 Progress = Callable[[int], None]
 
 
+class Writable(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
 def write_layer(
     plan: LayerPlan,
-    out: BinaryIO,
+    out: Writable,
     compression: str = "auto",
     level: int = 6,
     mtime: int = 0,
@@ -62,6 +68,64 @@ def write_layer(
     entries.extend((p.split("/"), p) for p in paths)
     entries.sort(key=lambda e: e[0])
     digests: list[FileDigest] = []
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="file-sha256")
+    try:
+        _write_entries(entries, by_path, tar, hasher, progress, digests)
+    finally:
+        hasher.shutdown()
+    if isinstance(tar, EStargzWriter):
+        return LayerResult(plan, tar.close(), tuple(digests))
+    tar.close()
+    assert stream is not None
+    return LayerResult(plan, stream.close(), tuple(digests))
+
+
+def _copy_hashing(
+    src: BinaryIO,
+    write: Callable[[memoryview], object],
+    h: hashlib._Hash,
+    hasher: ThreadPoolExecutor,
+    progress: Progress | None,
+) -> None:
+    """Copy `src` into `write` while a second thread computes the file's own sha256.
+
+    Two aligned buffers alternate: while the layer stream consumes one (tar digest, compression,
+    blob digest), the other thread hashes it; a buffer is refilled only after its hash is done.
+    hashlib releases the GIL, so a single-file layer uses two cores.
+    """
+    bufs = [memoryview(aligned_buffer()), memoryview(aligned_buffer())]
+    pending: list[Future[None] | None] = [None, None]
+    i = 0
+    try:
+        while True:
+            slot = i % 2
+            job = pending[slot]
+            if job is not None:
+                job.result()
+                pending[slot] = None
+            n = src.readinto(bufs[slot])  # type: ignore[attr-defined]
+            if not n:
+                break
+            chunk = bufs[slot][:n]
+            pending[slot] = hasher.submit(h.update, chunk)
+            write(chunk)
+            if progress:
+                progress(n)
+            i += 1
+    finally:
+        for job in pending:
+            if job is not None:
+                job.result()
+
+
+def _write_entries(
+    entries: list[tuple[list[str], str | None]],
+    by_path: dict[str, SourceFile],
+    tar: TarWriter | EStargzWriter,
+    hasher: ThreadPoolExecutor,
+    progress: Progress | None,
+    digests: list[FileDigest],
+) -> None:
     for parts, file_path in entries:
         if file_path is None:
             tar.add_dir("/".join(parts))
@@ -72,20 +136,16 @@ def write_layer(
             with open(f.real, "rb", buffering=0) as src:
                 os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 tar.begin_file(f.path, f.size)
-                for chunk in iter_chunks(src):
-                    if h is not None:
-                        h.update(chunk)
-                    tar.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+                if h is None:
+                    for chunk in iter_chunks(src):
+                        tar.write(chunk)
+                        if progress:
+                            progress(len(chunk))
+                else:
+                    _copy_hashing(src, tar.write, h, hasher, progress)
                 file_digest = tar.end_file() or "sha256:" + h.hexdigest()  # type: ignore[union-attr]
         except OSError as exc:
             raise SourceError(f"cannot read {f.path}: {exc.strerror or exc}") from exc
         except ValueError as exc:
             raise SourceError(f"{f.path}: {exc}") from exc
         digests.append(FileDigest(f.path, f.size, file_digest))
-    if isinstance(tar, EStargzWriter):
-        return LayerResult(plan, tar.close(), tuple(digests))
-    tar.close()
-    assert stream is not None
-    return LayerResult(plan, stream.close(), tuple(digests))
