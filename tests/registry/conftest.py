@@ -3,36 +3,22 @@ port, and small images to push."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from modelyard.registry.app import create_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise RuntimeError(f"{tool} is not installed: run scripts/test (it installs it)")
-    return path
+from modelyard.testing.peers import start_modelyard_registry, stop
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +42,7 @@ class Server:
     addr: str
     root: Path
     proc: subprocess.Popen[bytes]
-    args: list[str]
+    extra: tuple[str, ...]
 
     @property
     def url(self) -> str:
@@ -69,26 +55,8 @@ class Server:
         _wait_port_closed(self.addr)
 
     def restart(self) -> None:
-        self.proc = _spawn(self.args, self.url)
-
-
-def _spawn(args: list[str], url: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "registry", "serve", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"registry exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
-        try:
-            httpx.get(url + "/v2/", timeout=1.0)
-            return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("registry did not start within 30 s")
+        """Start again on the same root and address."""
+        _, self.proc = start_modelyard_registry(self.root, *self.extra, addr=self.addr)
 
 
 def _wait_port_closed(addr: str) -> None:
@@ -101,23 +69,22 @@ def _wait_port_closed(addr: str) -> None:
     raise RuntimeError(f"{addr} still accepts connections after the server was killed")
 
 
-def start_server(root: Path, *extra: str) -> Server:
-    addr = f"127.0.0.1:{free_port()}"
-    args = ["--root", str(root), "--addr", addr, *extra]
-    return Server(addr, root, _spawn(args, f"http://{addr}"), args)
+@contextlib.contextmanager
+def serving(root: Path, *extra: str) -> Iterator[Server]:
+    """The real `python -m modelyard registry serve --root ROOT EXTRA` on a free port."""
+    addr, proc = start_modelyard_registry(root, *extra)
+    srv = Server(addr, root, proc, extra)
+    try:
+        yield srv
+    finally:
+        stop(srv.proc)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """The real `python -m modelyard registry serve` on a free port."""
-    srv = start_server(tmp_path / "root")
-    yield srv
-    if srv.proc.poll() is None:
-        srv.proc.terminate()
-        try:
-            srv.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
+    with serving(tmp_path / "root") as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from starlette.testclient import TestClient
 
 from modelyard.registry.app import create_app
 from modelyard.registry.auth import AuthConfigError
+from modelyard.testing.peers import require, run
 
-from .conftest import need, start_server
+from .conftest import serving
 from .regtools import files_under, push_image, sha256
 
 
@@ -192,10 +193,9 @@ def test_bad_config_files(tmp_path: Path) -> None:
 
 
 def test_skopeo_through_the_token_flow(tmp_path: Path, htpasswd: Path, model_layout: Path) -> None:
-    srv = start_server(tmp_path / "srv", "--htpasswd", str(htpasswd), "--anonymous-pull")
-    try:
+    with serving(tmp_path / "srv", "--htpasswd", str(htpasswd), "--anonymous-pull") as srv:
         ref = f"docker://{srv.addr}/org/model:v1"
-        skopeo = need("skopeo")
+        skopeo = require("skopeo")
         denied = subprocess.run(
             [skopeo, "copy", "--all", "--dest-tls-verify=false", f"oci:{model_layout}:v1", ref],
             capture_output=True,
@@ -204,7 +204,7 @@ def test_skopeo_through_the_token_flow(tmp_path: Path, htpasswd: Path, model_lay
         )
         assert denied.returncode != 0
         assert "unauthorized" in denied.stderr.lower() or "401" in denied.stderr
-        subprocess.run(
+        run(
             [
                 skopeo,
                 "copy",
@@ -215,21 +215,11 @@ def test_skopeo_through_the_token_flow(tmp_path: Path, htpasswd: Path, model_lay
                 f"oci:{model_layout}:v1",
                 ref,
             ],
-            check=True,
-            capture_output=True,
             timeout=120,
         )
         # Anonymous pull through an anonymous token.
-        out = subprocess.run(
-            [skopeo, "inspect", "--tls-verify=false", "--raw", ref],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        ).stdout
-        assert b"manifests" in out
-    finally:
-        srv.proc.terminate()
-        srv.proc.wait(10)
+        out = run([skopeo, "inspect", "--tls-verify=false", "--raw", ref], timeout=60).stdout
+        assert "manifests" in out
 
 
 def test_oauth2_password_grant(locked: TestClient) -> None:

@@ -16,19 +16,14 @@ import httpx
 
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.layout import Layout
+from modelyard.testing.peers import buildah_env, require, run
 
-from .conftest import Server, need
+from .conftest import Server, serving
 from .regtools import sha256
 
 
-def run(*cmd: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 def skopeo(*args: str) -> str:
-    return run(need("skopeo"), *args)
+    return run(["skopeo", *args], timeout=300).stdout
 
 
 def layout_blobs(layout: Path) -> dict[str, bytes]:
@@ -90,18 +85,6 @@ def test_skopeo_docker_v2s2(server: Server, model_layout: Path, tmp_path: Path) 
     skopeo("copy", "--all", "--src-tls-verify=false", ref, f"oci:{tmp_path / 'list'}:v1")
 
 
-def _buildah(tmp_path: Path) -> list[str]:
-    return [
-        need("buildah"),
-        "--storage-driver",
-        "vfs",
-        "--root",
-        str(tmp_path / "bstore"),
-        "--runroot",
-        str(tmp_path / "brun"),
-    ]
-
-
 def _layer_files(blob: bytes) -> dict[str, bytes]:
     if blob[:2] == b"\x1f\x8b":
         blob = gzip.decompress(blob)
@@ -126,9 +109,9 @@ def test_buildah_bud_copy_from_and_push(server: Server, model_layout: Path, tmp_
     (ctx / "Containerfile").write_text(
         f"FROM scratch\nCOPY --from={server.addr}/org/model:v1 /config.json /x/\n"
     )
-    buildah = _buildah(tmp_path)
-    run(*buildah, "bud", "--isolation", "chroot", "--tls-verify=false", "-t", "built", str(ctx))
-    run(*buildah, "push", "--tls-verify=false", "built", f"docker://{server.addr}/org/built:v1")
+    buildah = buildah_env(tmp_path / "buildah")
+    run([*buildah, "bud", "--isolation", "chroot", "--tls-verify=false", "-t", "built", str(ctx)])
+    run([*buildah, "push", "--tls-verify=false", "built", f"docker://{server.addr}/org/built:v1"])
     r = httpx.get(
         f"{server.url}/v2/org/built/manifests/v1", headers={"Accept": ", ".join(mt.MANIFESTS)}
     )
@@ -173,7 +156,7 @@ def test_oras_push_pull_artifact(server: Server, tmp_path: Path, monkeypatch: ob
 
 def curl(*args: str) -> tuple[int, dict[str, str], bytes]:
     out = subprocess.run(
-        [need("curl"), "-s", "-i", "--path-as-is", *args],
+        [require("curl"), "-s", "-i", "--path-as-is", *args],
         capture_output=True,
         timeout=60,
         check=True,
@@ -230,10 +213,7 @@ def test_curl_error_paths(server: Server, tmp_path: Path) -> None:
 
 def test_uvicorn_server(tmp_path: Path, model_layout: Path) -> None:
     """The fallback ASGI server serves the same API (blobs by chunks, not by path)."""
-    from .conftest import start_server
-
-    srv = start_server(tmp_path / "uv", "--server", "uvicorn")
-    try:
+    with serving(tmp_path / "uv", "--server", "uvicorn") as srv:
         ref = f"docker://{srv.addr}/org/model:v1"
         skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{model_layout}:v1", ref)
         out = tmp_path / "out"
@@ -244,6 +224,3 @@ def test_uvicorn_server(tmp_path: Path, model_layout: Path) -> None:
             f"{srv.url}/v2/org/model/blobs/{biggest[0]}", headers={"Range": "bytes=100-2000000"}
         )
         assert r.status_code == 206 and r.content == biggest[1][100:2000001]
-    finally:
-        srv.proc.terminate()
-        srv.proc.wait(10)
