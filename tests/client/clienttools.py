@@ -1,105 +1,18 @@
-"""Helpers for the registry client tests: Debian's docker-registry on a free port, a counting
-TCP proxy that can inject failures, and small model images built with the packer."""
+"""Helpers for the registry client tests: a counting TCP proxy that can inject failures, and
+small model images built with the packer. Registries and credentials: `modelyard.testing.peers`."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from modelyard.pack import PackOptions, pack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def write_docker_config(user: str, password: str, registry: str) -> None:
-    """A `~/.docker/config.json` as `docker login` writes it, in $DOCKER_CONFIG."""
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    path = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
-    path.write_text(json.dumps({"auths": {registry: {"auth": auth}}}))
-
-
-@dataclass
-class DockerRegistry:
-    addr: str
-    root: Path
-    proc: subprocess.Popen[bytes]
-
-
-def start_docker_registry(tmp: Path, htpasswd: Path | None = None) -> DockerRegistry:
-    exe = shutil.which("docker-registry")
-    if exe is None:
-        raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
-    port = free_port()
-    root = tmp / "storage"
-    root.mkdir(parents=True)
-    config = [
-        "version: 0.1",
-        "log:",
-        "  level: error",
-        "  accesslog:",
-        "    disabled: true",
-        "storage:",
-        "  filesystem:",
-        f"    rootdirectory: {root}",
-        "  delete:",
-        "    enabled: true",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-    ]
-    if htpasswd is not None:
-        config += ["auth:", "  htpasswd:", "    realm: modelyard-test", f"    path: {htpasswd}"]
-    cfg = tmp / "config.yml"
-    cfg.write_text("\n".join(config) + "\n")
-    proc = subprocess.Popen(
-        [exe, "serve", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "registry.log", "wb"),  # noqa: SIM115
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return DockerRegistry(f"127.0.0.1:{port}", root, proc)
-
-
-def make_htpasswd(path: Path, user: str, password: str) -> Path:
-    import bcrypt
-
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
-    path.write_text(f"{user}:{hashed}\n")
-    return path
-
 
 # A counting TCP proxy that understands just enough HTTP/1.1 to act on single requests.
 

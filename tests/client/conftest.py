@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
+import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .clienttools import (
-    CountingProxy,
-    DockerRegistry,
-    pack_model,
-    start_docker_registry,
-    write_model,
-)
+from modelyard.testing import peers
+
+from .clienttools import CountingProxy, pack_model, write_model
 
 
 @pytest.fixture(autouse=True)
@@ -29,28 +26,20 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def docker_registry_factory(
-    tmp_path: Path,
-) -> Iterator[Callable[..., DockerRegistry]]:
-    started: list[DockerRegistry] = []
+def docker_registry_factory(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start Debian's docker-registry (with an htpasswd file if given); returns `host:port`."""
+    numbers = itertools.count()
+    with contextlib.ExitStack() as stack:
 
-    def start(htpasswd: Path | None = None) -> DockerRegistry:
-        reg = start_docker_registry(tmp_path / f"registry-{len(started)}", htpasswd)
-        started.append(reg)
-        return reg
+        def start(htpasswd: Path | None = None) -> str:
+            root = tmp_path / f"registry-{next(numbers)}"
+            return stack.enter_context(peers.docker_registry(root, htpasswd))
 
-    yield start
-    for reg in started:
-        reg.proc.terminate()
-        try:
-            reg.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            reg.proc.kill()
-            reg.proc.wait()
+        yield start
 
 
 @pytest.fixture
-def docker_registry(docker_registry_factory: Callable[..., DockerRegistry]) -> DockerRegistry:
+def docker_registry(docker_registry_factory: Callable[..., str]) -> str:
     return docker_registry_factory()
 
 

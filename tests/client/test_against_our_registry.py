@@ -5,8 +5,6 @@ chunked upload cut in the middle of a chunk."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,41 +16,22 @@ from modelyard.client.auth import Credentials
 from modelyard.client.transport import ASGIAppTransport
 from modelyard.errors import AuthenticationError
 from modelyard.oci.layout import Layout
+from modelyard.testing.peers import modelyard_registry, write_docker_config, write_htpasswd
 
-from .clienttools import free_port, make_htpasswd, run_cli, wait_http, write_docker_config
-
-
-def serve(tmp_path: Path, *extra: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "modelyard", "registry", "serve",
-            "--root", str(tmp_path / "root"), "--addr", f"127.0.0.1:{port}", *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
-    )  # fmt: skip
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", proc)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from .clienttools import run_cli
 
 
 @pytest.fixture
 def our_registry(tmp_path: Path) -> Iterator[str]:
-    htpasswd = make_htpasswd(tmp_path / "htpasswd", "bob", "hunter2")
-    yield from serve(tmp_path, "--htpasswd", str(htpasswd))
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", "bob", "hunter2")
+    with modelyard_registry(tmp_path / "root", "--htpasswd", str(htpasswd)) as (addr, _):
+        yield addr
 
 
 @pytest.fixture
 def open_registry(tmp_path: Path) -> Iterator[str]:
-    yield from serve(tmp_path)
+    with modelyard_registry(tmp_path / "root") as (addr, _):
+        yield addr
 
 
 def test_upload_cut_mid_chunk_resumes_in_the_same_session(open_registry, proxy_factory):
@@ -117,7 +96,7 @@ class CountingTransport(httpx.BaseTransport):
 def test_in_process_app_tokens_cached_per_scope(model_layout, tmp_path):
     from modelyard.registry.app import create_app
 
-    htpasswd = make_htpasswd(tmp_path / "htpasswd", "bob", "hunter2")
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", "bob", "hunter2")
     app = create_app(tmp_path / "root", htpasswd=htpasswd)
     transport = CountingTransport(ASGIAppTransport(app))
     creds = Credentials("bob", "hunter2")

@@ -21,8 +21,7 @@ from modelyard.errors import (
 )
 from modelyard.oci.digest import digest_bytes
 from modelyard.registry.errcodes import RegistryError
-
-from .clienttools import write_docker_config
+from modelyard.testing.peers import write_docker_config
 
 DATA = bytes(range(256)) * 1000
 DIGEST = digest_bytes(DATA)

@@ -33,7 +33,7 @@ def reachable_blobs(layout_dir: Path, tag: str) -> set[str]:
 
 
 def test_push_then_pull_is_byte_identical(docker_registry, model_layout, tmp_path):
-    ref = f"{docker_registry.addr}/org/model:v1"
+    ref = f"{docker_registry}/org/model:v1"
     rc, out, err = run_cli("push", str(model_layout), ref, "--json")
     assert rc == 0, err
     summary = json.loads(out)
@@ -60,7 +60,7 @@ def test_push_then_pull_is_byte_identical(docker_registry, model_layout, tmp_pat
 
 
 def test_pull_one_platform(docker_registry, model_layout, tmp_path):
-    ref = f"{docker_registry.addr}/org/model:v1"
+    ref = f"{docker_registry}/org/model:v1"
     push_layout(model_layout, "v1", ref)
     result = pull(ref, tmp_path / "arm", platform="linux/arm64")
     layout = Layout.open(tmp_path / "arm")
@@ -76,7 +76,7 @@ def test_pull_one_platform(docker_registry, model_layout, tmp_path):
 def test_skopeo_reads_what_we_pushed(docker_registry, model_layout, tmp_path):
     skopeo = shutil.which("skopeo")
     assert skopeo, "skopeo is required (apt-get install skopeo)"
-    ref = f"{docker_registry.addr}/org/model:v1"
+    ref = f"{docker_registry}/org/model:v1"
     result = push_layout(model_layout, "v1", ref)
     raw = subprocess.run(
         [skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
@@ -106,7 +106,7 @@ def test_skopeo_reads_what_we_pushed(docker_registry, model_layout, tmp_path):
 
 
 def test_revision_two_uploads_only_the_small_files_layer(docker_registry, proxy_factory, tmp_path):
-    proxy = proxy_factory(port_of(docker_registry.addr))
+    proxy = proxy_factory(port_of(docker_registry))
     ref = f"{proxy.addr}/org/model:v1"
     src = write_model(tmp_path / "model", revision=1)
     v1 = pack_model(src, tmp_path / "v1")
@@ -147,7 +147,7 @@ def test_revision_two_uploads_only_the_small_files_layer(docker_registry, proxy_
 def test_chunked_upload_resumes_after_a_failed_chunk(docker_registry, proxy_factory, tmp_path):
     import random
 
-    proxy = proxy_factory(port_of(docker_registry.addr))
+    proxy = proxy_factory(port_of(docker_registry))
     data = random.Random(3).randbytes(5 * (1 << 20) + 12345)
     blob = tmp_path / "blob"
     blob.write_bytes(data)
@@ -175,7 +175,7 @@ def test_chunked_upload_survives_a_connection_cut_mid_chunk(
 
     from modelyard.oci.digest import digest_bytes
 
-    proxy = proxy_factory(port_of(docker_registry.addr))
+    proxy = proxy_factory(port_of(docker_registry))
     data = random.Random(4).randbytes(3 * (1 << 20) + 7)
     digest = digest_bytes(data)
     proxy.rules.append(Rule("PATCH", "/blobs/uploads/", "cut", nth=2, after=300_000))
@@ -190,7 +190,7 @@ def test_chunked_upload_survives_a_connection_cut_mid_chunk(
 def test_monolithic_upload_retries_after_503(docker_registry, proxy_factory, tmp_path):
     from modelyard.oci.digest import digest_bytes
 
-    proxy = proxy_factory(port_of(docker_registry.addr))
+    proxy = proxy_factory(port_of(docker_registry))
     proxy.rules.append(Rule("PUT", "/blobs/uploads/", "respond", nth=1))
     data = b"small blob" * 1000
     with RegistryClient(proxy.addr, backoff=0.01) as client:
@@ -202,7 +202,7 @@ def test_wrong_digest_is_refused_by_the_registry(docker_registry):
     from modelyard.oci.digest import digest_bytes
     from modelyard.registry.errcodes import RegistryError
 
-    with RegistryClient(docker_registry.addr, backoff=0.01) as client:
+    with RegistryClient(docker_registry, backoff=0.01) as client:
         with pytest.raises(RegistryError) as info:
             client.upload_blob("org/x", b"abc", digest_bytes(b"abd"), 3)
         assert info.value.code.value == "DIGEST_INVALID"
@@ -211,25 +211,25 @@ def test_wrong_digest_is_refused_by_the_registry(docker_registry):
 
 def test_cross_repository_mount(docker_registry, model_layout, tmp_path):
     locations = BlobLocations(tmp_path / "locations.json")
-    first = push_layout(model_layout, "v1", f"{docker_registry.addr}/org/a:v1", locations=locations)
+    first = push_layout(model_layout, "v1", f"{docker_registry}/org/a:v1", locations=locations)
     assert first.blobs_uploaded == 4
     # A new process reads the record back from disk.
     second = push_layout(
         model_layout,
         "v1",
-        f"{docker_registry.addr}/org/b:v1",
+        f"{docker_registry}/org/b:v1",
         locations=BlobLocations(tmp_path / "locations.json"),
     )
     assert second.blobs_mounted == 4
     assert second.blobs_uploaded == 0 and second.bytes_uploaded == 0
-    with RegistryClient(docker_registry.addr) as client:
+    with RegistryClient(docker_registry) as client:
         for digest in reachable_blobs(model_layout, "v1") - {first.digest}:
             if client.head_blob("org/b", digest) is None:
                 assert client.head_manifest("org/b", digest) is not None
 
 
 def test_pull_digest_mismatch_keeps_nothing(docker_registry, proxy_factory, model_layout, tmp_path):
-    ref = f"{docker_registry.addr}/org/model:v1"
+    ref = f"{docker_registry}/org/model:v1"
     push_layout(model_layout, "v1", ref)
     layout = Layout.open(model_layout)
     weights = next(
@@ -241,7 +241,7 @@ def test_pull_digest_mismatch_keeps_nothing(docker_registry, proxy_factory, mode
     good = layout.blob_path(weights.digest).read_bytes()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0xFF
-    proxy = proxy_factory(port_of(docker_registry.addr))
+    proxy = proxy_factory(port_of(docker_registry))
     response = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
         + f"Docker-Content-Digest: {weights.digest}\r\nContent-Length: {len(bad)}\r\n".encode()
@@ -268,15 +268,15 @@ def test_pull_digest_mismatch_keeps_nothing(docker_registry, proxy_factory, mode
 
 
 def test_unknown_tag_exits_3(docker_registry, model_layout, tmp_path):
-    push_layout(model_layout, "v1", f"{docker_registry.addr}/org/model:v1")
-    ref = f"{docker_registry.addr}/org/model:nope"
+    push_layout(model_layout, "v1", f"{docker_registry}/org/model:v1")
+    ref = f"{docker_registry}/org/model:nope"
     rc, _, err = run_cli("pull", ref, "-o", str(tmp_path / "o"))
     assert rc == 3
     assert "org/model:nope" in err
 
 
 def test_unreachable_registry_is_a_clear_error(tmp_path, model_layout):
-    from .clienttools import free_port
+    from modelyard.testing.peers import free_port
 
     port = free_port()
     rc, _, err = run_cli("push", str(model_layout), f"127.0.0.1:{port}/org/m:v1", "-q")
@@ -286,10 +286,10 @@ def test_unreachable_registry_is_a_clear_error(tmp_path, model_layout):
 
 def test_push_a_model_directory_packs_it(docker_registry, tmp_path):
     src = write_model(tmp_path / "model", weights=200_000)
-    rc, out, err = run_cli("push", str(src), f"{docker_registry.addr}/org/dir:v3", "--json")
+    rc, out, err = run_cli("push", str(src), f"{docker_registry}/org/dir:v3", "--json")
     assert rc == 0, err
     summary = json.loads(out)
-    result = pull(f"{docker_registry.addr}/org/dir:v3", tmp_path / "back")
+    result = pull(f"{docker_registry}/org/dir:v3", tmp_path / "back")
     assert result.digest == summary["digest"]
 
 
@@ -300,7 +300,7 @@ def test_get_blob_range_returns_exactly_the_window(docker_registry, tmp_path):
 
     data = random.Random(5).randbytes(300_000)
     digest = digest_bytes(data)
-    with RegistryClient(docker_registry.addr) as client:
+    with RegistryClient(docker_registry) as client:
         client.upload_blob("org/r", data, digest, len(data))
         for start, end in [(0, 1), (0, 300_000), (123, 456), (299_999, 300_000), (5, 5)]:
             assert client.get_blob_range("org/r", digest, start, end) == data[start:end]
@@ -319,16 +319,16 @@ def test_choosing_the_image_of_a_layout_with_several(docker_registry, tmp_path):
     v1, v2 = layout.resolve("v1").digest, layout.resolve("v2").digest
     assert v1 != v2
 
-    rc, _, err = run_cli("push", str(layout_dir), f"{docker_registry.addr}/org/m:latest", "-q")
+    rc, _, err = run_cli("push", str(layout_dir), f"{docker_registry}/org/m:latest", "-q")
     assert rc == 1 and "--tag" in err
     # The reference's tag names an image of the layout: that one is pushed.
-    assert push_layout(layout_dir, None, f"{docker_registry.addr}/org/m:v1").digest == v1
+    assert push_layout(layout_dir, None, f"{docker_registry}/org/m:v1").digest == v1
     rc, out, err = run_cli(
-        "push", str(layout_dir), f"{docker_registry.addr}/org/m:stable", "--tag", "v2", "--json"
+        "push", str(layout_dir), f"{docker_registry}/org/m:stable", "--tag", "v2", "--json"
     )
     assert rc == 0, err
     assert json.loads(out)["digest"] == v2
-    with RegistryClient(docker_registry.addr) as client:
+    with RegistryClient(docker_registry) as client:
         assert sorted(client.list_tags("org/m")) == ["stable", "v1"]
     rc, _, err = run_cli("push", str(layout_dir), "org/m:v1", "-q")
     assert rc == 1 and "names no registry" in err
@@ -337,7 +337,7 @@ def test_choosing_the_image_of_a_layout_with_several(docker_registry, tmp_path):
 def test_pull_a_docker_manifest_list_pushed_by_skopeo(docker_registry, model_layout, tmp_path):
     from modelyard.oci import mediatypes as mt
 
-    ref = f"{docker_registry.addr}/org/docker:v1"
+    ref = f"{docker_registry}/org/docker:v1"
     subprocess.run(
         [
             "skopeo", "copy", "--all", "--format", "v2s2", "--dest-tls-verify=false",
@@ -356,5 +356,5 @@ def test_pull_a_docker_manifest_list_pushed_by_skopeo(docker_registry, model_lay
         for desc in manifest.references():
             assert layout.verify_blob(desc.digest) == desc.size
     # And it goes back out unchanged: push the pulled layout elsewhere, same digest.
-    again = push_layout(tmp_path / "pulled", "v1", f"{docker_registry.addr}/org/copy:v1")
+    again = push_layout(tmp_path / "pulled", "v1", f"{docker_registry}/org/copy:v1")
     assert again.digest == result.digest
