@@ -21,7 +21,7 @@ from modelyard.oci.layout import Layout
 from modelyard.oci.manifest import ImageManifest
 from modelyard.pack import PackOptions, pack
 from modelyard.testing.files import MiB, make_model, tree
-from modelyard.testing.peers import buildah_env, docker_registry, run
+from modelyard.testing.peers import buildah_env, docker_registry, run, skopeo_push
 
 OPTS = PackOptions(threshold=1 * MiB, format="estargz")
 
@@ -260,17 +260,7 @@ def test_buildah_copy_from_registry_image_with_estargz_layers(tmp_path: Path) ->
     out = tmp_path / "layout"
     pack(model, "v1", out, OPTS)
     with docker_registry(tmp_path / "registry") as host:
-        run(
-            [
-                "skopeo",
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-                f"oci:{out}:v1",
-                f"docker://{host}/org/lazy:v1",
-            ]
-        )
+        skopeo_push(out, "v1", f"{host}/org/lazy:v1")
         ctx = tmp_path / "ctx"
         ctx.mkdir()
         (ctx / "Containerfile").write_text(

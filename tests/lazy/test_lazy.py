@@ -24,7 +24,7 @@ from modelyard.lazy import ContentCache, pull_files
 from modelyard.oci.layout import Layout
 from modelyard.pack import PackOptions, pack
 from modelyard.testing.files import MiB, make_model
-from modelyard.testing.peers import free_port, run, wait_http
+from modelyard.testing.peers import modelyard_registry, skopeo_push
 
 if TYPE_CHECKING:
     from .conftest import Registry
@@ -34,17 +34,7 @@ TAR = PackOptions(threshold=1 * MiB, format="tar")
 
 
 def push(registry: Registry, layout: Path, name: str) -> str:
-    run(
-        [
-            "skopeo",
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            f"oci:{layout}:v1",
-            f"docker://{registry.host}/{name}:v1",
-        ]
-    )
+    skopeo_push(layout, "v1", f"{registry.host}/{name}:v1")
     return f"{registry.host}/{name}:v1"
 
 
@@ -305,50 +295,15 @@ def test_cli_pull_paths(registry: Registry, big_image: tuple[str, Path], tmp_pat
 def our_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m modelyard registry serve` on a free port."""
     root = tmp_path_factory.mktemp("ours")
-    addr = f"127.0.0.1:{free_port()}"
-    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "registry",
-            "serve",
-            "--root",
-            str(root / "data"),
-            "--addr",
-            addr,
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        wait_http(f"http://{addr}/v2/")
+    with modelyard_registry(root / "data") as (addr, _):
         yield addr
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_lazy_access_through_our_registry(our_registry: str, tmp_path: Path) -> None:
     model, tensors = _safetensors_model(tmp_path)
     pack(model, "v1", tmp_path / "layout", ESTARGZ)
     ref = f"{our_registry}/org/st:v1"
-    run(
-        [
-            "skopeo",
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            f"oci:{tmp_path / 'layout'}:v1",
-            f"docker://{ref}",
-        ]
-    )
+    skopeo_push(tmp_path / "layout", "v1", ref)
     cache = ContentCache(tmp_path / "cache")
     result = pull_files(ref, ["config.json"], tmp_path / "out", cache=cache)
     assert (tmp_path / "out/config.json").read_bytes() == (model / "config.json").read_bytes()
