@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelyard.directio import DirectWriter
 from modelyard.errors import LayoutError
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.compress import MODES, media_type
 from modelyard.oci.descriptor import Descriptor, Platform
-from modelyard.oci.directio import DirectWriter
 from modelyard.oci.estargz import EStargzDigests
 from modelyard.oci.layout import Layout, fsync_dir, is_layout
 from modelyard.oci.manifest import ImageConfig, ImageIndex, ImageManifest
@@ -141,7 +141,7 @@ def _write_layers(
         f, tmp = layout.temp_blob()
         f.close()
         try:
-            # Multi-GB layers bypass the page cache: see modelyard.oci.directio.
+            # Multi-GB layers bypass the page cache: see modelyard.directio.
             with DirectWriter(tmp) as out:
                 result = write_layer(
                     plan,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import re
 import uuid as uuidlib
@@ -44,7 +43,6 @@ from modelyard.storage.base import StorageDriver
 #: Manifests larger than this are refused (the spec suggests at least 4 MiB be accepted).
 MAX_MANIFEST_SIZE = 4 << 20
 _UUID_RE = re.compile(r"^[0-9a-f]{32}$")
-_WRITE_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -254,9 +252,8 @@ class Registry:
             )
         hasher = self._hasher_at(base, upload_id, offset)
         received = 0
-        raw = self.driver.append(f"{base}/data")
         try:
-            with io.BufferedWriter(raw, _WRITE_BUFFER) as f:  # type: ignore[arg-type]
+            with self.driver.append(f"{base}/data") as f:
                 # One pass: each chunk is written and hashed as it arrives. (Hashing on a
                 # worker thread measured no faster here: the client needs the other core.)
                 async for chunk in body:

@@ -24,6 +24,20 @@ class FileInfo:
     is_dir: bool
 
 
+class Appender(Protocol):
+    """Appends to a file; `close()` makes what was written durable. Leaving its `with` block
+    by an exception closes it without that guarantee (the caller truncates to what it knows
+    is valid)."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Appender: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class FileWriter(Protocol):
     """A streaming writer whose content becomes visible only on `commit()`.
 
@@ -60,9 +74,9 @@ class StorageDriver(Protocol):
     def open(self, path: str, offset: int = 0) -> BinaryIO:
         """An unbuffered binary reader positioned at `offset`. Raises PathNotFound."""
 
-    def append(self, path: str) -> BinaryIO:
-        """A binary handle appending to `path` (created if missing). Not atomic: the caller
-        keeps its own record of how many bytes are valid (see `truncate`)."""
+    def append(self, path: str) -> Appender:
+        """A writer appending to `path` (created if missing). Not atomic: the caller keeps
+        its own record of how many bytes are valid (see `truncate`)."""
 
     def truncate(self, path: str, size: int) -> None:
         """Cut a file to `size` bytes. Raises PathNotFound."""

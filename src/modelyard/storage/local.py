@@ -10,8 +10,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
+from modelyard.directio import DirectWriter
 from modelyard.errors import PathNotFound, StorageError
-from modelyard.storage.base import FileInfo
+from modelyard.storage.base import Appender, FileInfo
 
 _TMP_PREFIX = ".tmp-"
 
@@ -125,10 +126,11 @@ class LocalDriver:
             f.seek(offset)
         return f
 
-    def append(self, path: str) -> BinaryIO:
+    def append(self, path: str) -> Appender:
         full = self._abs(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        return open(full, "ab", buffering=0)
+        # Uploads are GBs: bypass the page cache (see modelyard.directio).
+        return DirectWriter(full, append=True)
 
     def truncate(self, path: str, size: int) -> None:
         try:

