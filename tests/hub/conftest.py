@@ -3,19 +3,18 @@ model repository on it, and `modelyard registry serve --hf-proxy` on a free port
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from modelyard.testing.hubstandin import HubStandIn
+from modelyard.testing.peers import modelyard_registry
 
-from .hubtools import MODEL_REPO, free_port, make_model
+from .hubtools import MODEL_REPO, make_model
 
 
 @pytest.fixture
@@ -53,50 +52,16 @@ def tiny_repo(hub: HubStandIn, tmp_path: Path) -> str:
 @pytest.fixture
 def proxy_registry(tmp_path: Path, hub: HubStandIn) -> Iterator[Callable[..., str]]:
     """Start `modelyard registry serve --hf-proxy`; returns its `host:port`."""
-    procs: list[subprocess.Popen[bytes]] = []
+    numbers = itertools.count()
+    with contextlib.ExitStack() as stack:
 
-    def start(ttl: float = 300.0, token: str | None = None) -> str:
-        port = free_port()
-        env = {**os.environ}
-        if token:
-            env["HF_TOKEN"] = token
-        log = open(tmp_path / f"registry-{port}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelyard",
-                "registry",
-                "serve",
-                "--root",
-                str(tmp_path / f"registry-{port}"),
-                "--addr",
-                f"127.0.0.1:{port}",
-                "--hf-proxy",
-                "--hf-ttl",
-                str(ttl),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"registry exited: {(tmp_path / f'registry-{port}.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return f"127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail("registry did not start")
+        def start(ttl: float = 300.0, token: str | None = None) -> str:
+            env = {**os.environ}
+            if token:
+                env["HF_TOKEN"] = token
+            root = tmp_path / f"registry-{next(numbers)}"
+            args = ("--hf-proxy", "--hf-ttl", str(ttl))
+            addr, _ = stack.enter_context(modelyard_registry(root, *args, env=env))
+            return addr
 
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield start

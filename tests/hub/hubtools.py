@@ -1,17 +1,14 @@
-"""Helpers for the hub tests: generated model repositories, the CLI, tools."""
+"""Helpers for the hub tests: generated model repositories and the CLI."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 MODEL_REPO = "Org/Tiny-Model"
 #: `hf_to_oci(MODEL_REPO)`, written out so that a change of the mapping shows here.
@@ -71,16 +68,3 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         timeout=300,
     )
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed (scripts/test installs it)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -14,8 +13,9 @@ from modelyard.errors import DigestMismatch, HubGated
 from modelyard.hub import HubSettings, HubSource, import_model
 from modelyard.oci.layout import Layout
 from modelyard.testing.hubstandin import HubStandIn
+from modelyard.testing.peers import run
 
-from .hubtools import MODEL_OCI, MODEL_REPO, make_model, need, run_cli
+from .hubtools import MODEL_OCI, MODEL_REPO, make_model, run_cli
 
 FILES = "dev.modelyard.model.files"
 SELECTED = {"config.json", "tokenizer.json", "onnx/model.onnx"}
@@ -59,12 +59,7 @@ def test_include_downloads_and_packs_only_the_selected_files(
     assert annotations["org.opencontainers.image.revision"] == tiny_repo
 
     # A real client reads the image, and the layers hold the files.
-    skopeo = subprocess.run(
-        [need("skopeo"), "inspect", "--raw", f"oci:{out}:main-linux-amd64"],
-        capture_output=True,
-        text=True,
-    )
-    assert skopeo.returncode == 0, skopeo.stderr
+    run(["skopeo", "inspect", "--raw", f"oci:{out}:main-linux-amd64"])
     layout = Layout.open(out)
     _, manifest = layout.image_manifests(layout.resolve("main"))[0]
     found: dict[str, bytes] = {}
@@ -220,16 +215,13 @@ def test_push_sends_both_tags(
         f"{host}/models/tiny:{tiny_repo}",
     ]
     for tag in ("main", tiny_repo):
-        inspect = subprocess.run(
+        raw = run(
             [
-                need("skopeo"),
+                "skopeo",
                 "inspect",
                 "--tls-verify=false",
                 "--raw",
                 f"docker://{host}/models/tiny:{tag}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert inspect.returncode == 0, inspect.stderr
-        assert "sha256:" + hashlib.sha256(inspect.stdout.encode()).hexdigest() == summary["digest"]
+            ]
+        ).stdout
+        assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == summary["digest"]

@@ -19,8 +19,9 @@ from modelyard.registry.errcodes import RegistryError
 from modelyard.registry.service import Registry
 from modelyard.storage.local import LocalDriver
 from modelyard.testing.hubstandin import HubStandIn
+from modelyard.testing.peers import require, run
 
-from .hubtools import MODEL_OCI, MODEL_REPO, make_model, need
+from .hubtools import MODEL_OCI, MODEL_REPO, make_model
 
 ALL_FILES = [
     ".gitattributes",
@@ -34,21 +35,8 @@ ALL_FILES = [
 
 
 def _digest(host: str, ref: str) -> str:
-    r = subprocess.run(
-        [
-            need("skopeo"),
-            "inspect",
-            "--tls-verify=false",
-            "--format",
-            "{{.Digest}}",
-            f"docker://{host}/{ref}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
+    cmd = ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}"]
+    return run([*cmd, f"docker://{host}/{ref}"], timeout=120).stdout.strip()
 
 
 def _model_info_calls(hub: HubStandIn, repo: str = MODEL_REPO) -> int:
@@ -71,19 +59,16 @@ def test_concurrent_first_pulls_run_one_import(
     hub.clear_log()
     assert _digest(host, f"hf/{MODEL_OCI}:main") == digests[0]
     assert _digest(host, f"hf/{MODEL_OCI}:{tiny_repo}") == digests[0]
-    copy = subprocess.run(
+    run(
         [
-            need("skopeo"),
+            "skopeo",
             "copy",
             "--src-tls-verify=false",
             "--all",
             f"docker://{host}/hf/{MODEL_OCI}:main",
             f"oci:{tmp_path / 'pulled'}:main",
-        ],
-        capture_output=True,
-        text=True,
+        ]
     )
-    assert copy.returncode == 0, copy.stderr
     pulled = Layout.open(tmp_path / "pulled")
     assert pulled.resolve("main").digest == digests[0]
     for blob in pulled.blobs():
@@ -138,7 +123,12 @@ def test_hub_errors_become_registry_errors(
     assert (status, code) == (401, "UNAUTHORIZED")
     assert "gated" in message and "HF_TOKEN" in message
     skopeo = subprocess.run(
-        [need("skopeo"), "inspect", "--tls-verify=false", f"docker://{host}/hf/org/missing:main"],
+        [
+            require("skopeo"),
+            "inspect",
+            "--tls-verify=false",
+            f"docker://{host}/hf/org/missing:main",
+        ],
         capture_output=True,
         text=True,
     )

@@ -11,12 +11,14 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import errors as hf
 
 from modelyard.testing.hubstandin import HubStandIn
+from modelyard.testing.peers import require
 
-from .hubtools import MODEL_REPO, make_model, need
+from .hubtools import MODEL_REPO, make_model
 
 
 def _curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([need("curl"), "-s", *args], capture_output=True, text=True, timeout=60)
+    cmd = [require("curl"), "-s", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
 def _headers(text: str) -> tuple[int, dict[str, str]]:
