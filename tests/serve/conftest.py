@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from modelyard.testing import peers
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -50,17 +50,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RunnerProcess:
     """`python -m modelyard serve CONFIG` on a free port; stopped with SIGTERM."""
 
     def __init__(self, config: dict[str, Any], workdir: Path, state_dir: Path | None = None):
-        self.port = free_port()
+        self.port = peers.free_port()
         self.workdir = workdir
         self.state_dir = state_dir or workdir / "state"
         self.config_path = workdir / f"runner-{self.port}.json"
@@ -118,13 +112,7 @@ class RunnerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        peers.stop(self.proc, timeout)
         self.client.close()
         self._log.close()
         return self.proc.returncode

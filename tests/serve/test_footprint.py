@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import REPO, free_port
+from modelyard.testing.peers import free_port, stop
+
+from .conftest import REPO
 
 
 def test_runner_extra_is_slim_and_serves(tiny: dict[str, Path], tmp_path: Path) -> None:
@@ -76,5 +78,4 @@ def test_runner_extra_is_slim_and_serves(tiny: dict[str, Path], tmp_path: Path) 
         assert r.status_code == 200, r.text
         assert len(r.json()["data"][0]["embedding"]) == 32
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc, 30)

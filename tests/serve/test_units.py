@@ -21,8 +21,7 @@ from modelyard.serve.config import (
 from modelyard.serve.metrics import Metrics
 from modelyard.serve.pipelines.base import Prepared
 from modelyard.serve.resolve import is_registry_ref, resolve_model_ref
-
-from .conftest import free_port
+from modelyard.testing.peers import free_port
 
 
 def test_sizes_and_flags() -> None:
