@@ -8,7 +8,6 @@ layout, verifying it on the way, and commits it atomically: a failure leaves no 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import Any
 
 from modelyard.client.progress import ByteProgress, Progress
 from modelyard.client.registry import RegistryClient
+from modelyard.directio import DirectWriter
 from modelyard.errors import InvalidManifest, InvalidReference, LayoutError, RemoteNotFound
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.descriptor import Descriptor, Platform
@@ -139,11 +139,13 @@ def fetch_blob(
     Raises: DigestMismatch (nothing is kept), RemoteNotFound, RegistryUnreachable, ...
     """
     f, tmp = layout.temp_blob()
+    f.close()
     written = 0
     try:
-        with f:
+        # Blobs are GBs: bypass the page cache (see modelyard.directio).
+        with DirectWriter(tmp) as out:
             for chunk in client.get_blob_stream(name, desc.digest):
-                f.write(chunk)
+                out.write(chunk)
                 written += len(chunk)
                 if progress:
                     progress(len(chunk))
@@ -151,8 +153,6 @@ def fetch_blob(
                 raise InvalidManifest(
                     f"blob {desc.digest} has {written} bytes, its descriptor says {desc.size}"
                 )
-            f.flush()
-            os.fsync(f.fileno())
         layout.commit_blob(tmp, desc.digest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
