@@ -15,17 +15,15 @@ Prints MB/s and the ratio to skopeo into docker-registry (the issue's baseline).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import httpx
 
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.compress import LayerStream
@@ -33,6 +31,7 @@ from modelyard.oci.descriptor import Descriptor
 from modelyard.oci.layout import Layout
 from modelyard.oci.manifest import ImageConfig, ImageManifest
 from modelyard.oci.tar import TarWriter
+from modelyard.testing.peers import docker_registry, modelyard_registry
 
 
 def build_layout(root: Path, size: int) -> Path:
@@ -67,54 +66,14 @@ def build_layout(root: Path, size: int) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def distribution(work: Path) -> contextlib.AbstractContextManager[str]:
+    return docker_registry(work, access_log=False)
 
 
-def wait(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(400):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not start")
-
-
-def docker_registry(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    work.mkdir(parents=True)
-    cfg = work / "config.yml"
-    cfg.write_text(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {work / 'root'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait(f"http://127.0.0.1:{port}/v2/", proc)
-    return f"127.0.0.1:{port}", proc
-
-
-def our_registry(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "modelyard", "registry", "serve",
-            "--root", str(work / "root"), "--addr", f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait(f"http://127.0.0.1:{port}/v2/", proc)
-    return f"127.0.0.1:{port}", proc
+@contextlib.contextmanager
+def ours(work: Path) -> Iterator[str]:
+    with modelyard_registry(work / "root") as (addr, _):
+        yield addr
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -141,30 +100,28 @@ def main() -> None:
     try:
         print(f"building a {args.size_mib} MiB single-layer layout...", file=sys.stderr)
         layout = build_layout(work / "layout", size)
-        servers: list[tuple[str, Callable[[Path], tuple[str, subprocess.Popen[bytes]]]]] = [
-            ("docker-registry", docker_registry)
+        servers: list[tuple[str, Callable[[Path], contextlib.AbstractContextManager[str]]]] = [
+            ("docker-registry", distribution)
         ]
         if not args.no_ours:
-            servers.append(("modelyard registry", our_registry))
+            servers.append(("modelyard registry", ours))
         rows: list[tuple[str, str, float]] = []
         for server_name, start in servers:
             for client_name in ("skopeo copy", "modelyard push"):
                 best = 0.0
                 for run in range(args.repeat):
                     tag = f"{server_name}-{client_name}-{run}".replace(" ", "_")
-                    addr, proc = start(work / tag)
-                    ref = f"{addr}/bench/model:v1"
                     try:
-                        if client_name == "skopeo copy":
-                            cmd = ["skopeo", "copy", "--dest-tls-verify=false",
-                                   f"oci:{layout}:v1", f"docker://{ref}"]  # fmt: skip
-                        else:
-                            cmd = [sys.executable, "-m", "modelyard", "push", "-q",
-                                   str(layout), ref]  # fmt: skip
-                        seconds = timed(cmd, env)
+                        with start(work / tag) as addr:
+                            ref = f"{addr}/bench/model:v1"
+                            if client_name == "skopeo copy":
+                                cmd = ["skopeo", "copy", "--dest-tls-verify=false",
+                                       f"oci:{layout}:v1", f"docker://{ref}"]  # fmt: skip
+                            else:
+                                cmd = [sys.executable, "-m", "modelyard", "push", "-q",
+                                       str(layout), ref]  # fmt: skip
+                            seconds = timed(cmd, env)
                     finally:
-                        proc.terminate()
-                        proc.wait()
                         shutil.rmtree(work / tag, ignore_errors=True)
                     best = max(best, size / seconds / 1e6)
                 rows.append((client_name, server_name, best))

@@ -14,6 +14,7 @@ Usage: python bench/registry.py [--size 1024] [--keep]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -31,65 +32,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from modelyard.testing import peers
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = f"{OCI_MANIFEST}, application/vnd.oci.image.index.v1+json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.returncode}")
-        try:
-            httpx.get(url + "/v2/", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
-
-
-def start_ours(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    addr = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "registry",
-            "serve",
-            "--root",
-            str(work / "ours"),
-            "--addr",
-            addr,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_up(f"http://{addr}", proc)
-    return addr, proc
-
-
-def start_distribution(work: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    exe = shutil.which("docker-registry")
-    if exe is None:
-        raise SystemExit("docker-registry is not installed (apt-get install docker-registry)")
-    addr = f"127.0.0.1:{free_port()}"
-    cfg = work / "distribution.yml"
-    cfg.write_text(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {work / 'distribution'}\n"
-        f"http:\n  addr: {addr}\n"
-    )
-    proc = subprocess.Popen(
-        [exe, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_up(f"http://{addr}", proc)
-    return addr, proc
 
 
 def make_data(work: Path, size: int) -> tuple[Path, str]:
@@ -230,20 +176,7 @@ def raw_upload(addr: str, blob: Path, digest: str, size: int) -> float:
 
 
 def skopeo_push(layout: Path, addr: str, repo: str) -> float:
-    return timed(
-        lambda: subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-                f"oci:{layout}:v1",
-                f"docker://{addr}/{repo}:v1",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    )
+    return timed(lambda: peers.skopeo_push(layout, "v1", f"{addr}/{repo}:v1"))
 
 
 def modelyard_push(layout: Path, addr: str, repo: str) -> float:
@@ -275,13 +208,14 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
     work = Path(tempfile.mkdtemp(prefix="bench-registry-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    servers = contextlib.ExitStack()
     try:
         blob, digest = make_data(work, size)
         layout = make_layout(work, blob, digest, size)
-        ours, p1 = start_ours(work)
-        theirs, p2 = start_distribution(work)
-        procs += [p1, p2]
+        ours, _ = servers.enter_context(peers.modelyard_registry(work / "ours"))
+        theirs = servers.enter_context(
+            peers.docker_registry(work / "distribution", access_log=False)
+        )
         rows: list[tuple[str, float, float, str]] = []
         results: dict[str, dict[str, float]] = {}
         for label, addr in (("ours", ours), ("distribution", theirs)):
@@ -289,18 +223,7 @@ def main() -> None:
             # Seed: the blob in bench/blob via skopeo's push, the manifest in bench/image.
             r["push"] = size / skopeo_push(layout, addr, "bench/blob") / 1e6
             r["raw"] = raw_upload(addr, blob, digest, size)
-            subprocess.run(
-                [
-                    "skopeo",
-                    "copy",
-                    "--preserve-digests",
-                    "--dest-tls-verify=false",
-                    f"oci:{layout}:v1",
-                    f"docker://{addr}/bench/image:v1",
-                ],
-                check=True,
-                capture_output=True,
-            )
+            peers.skopeo_push(layout, "v1", f"{addr}/bench/image:v1")
             blob_get(addr, digest, size, 1)  # warm the page cache
             r["get1"] = max(blob_get(addr, digest, size, 1) for _ in range(2))
             r["get4"] = blob_get(addr, digest, size, 4)
@@ -335,12 +258,7 @@ def main() -> None:
             print(f"{name:{width}}  {ov:10.1f}  {dv:12.1f}  {ratio:6.2f}x")
         print("(ratio > 1 means ours is better)")
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        servers.close()
         if args.keep:
             print(f"work directory kept: {work}")
         else:
