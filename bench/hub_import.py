@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from modelyard.hub import HubSettings, HubSource, import_model
 from modelyard.hub.names import hf_to_oci
 from modelyard.testing.hubstandin import HubStandIn
+from modelyard.testing.peers import modelyard_registry
 
 REPO = "bench/Model"
 
@@ -61,44 +61,16 @@ def _best(fn: Callable[[int], None], repeat: int) -> float:
     return min(times)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pull_through(
     hub: HubStandIn, work: Path, run: int, env: dict[str, str]
 ) -> tuple[float, float]:
-    port = _free_port()
     root = work / f"registry-{run}"
     cache = work / f"proxy-cache-{run}"
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelyard",
-            "registry",
-            "serve",
-            "--root",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--hf-proxy",
-        ],
-        env={**env, "HF_HUB_CACHE": str(cache)},
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        ref = f"docker://127.0.0.1:{port}/hf/{hf_to_oci(REPO)}:main"
+    proxy_env = {**env, "HF_HUB_CACHE": str(cache)}
+    with modelyard_registry(root, "--hf-proxy", env=proxy_env) as (addr, _):
+        ref = f"docker://{addr}/hf/{hf_to_oci(REPO)}:main"
         inspect = ["skopeo", "inspect", "--tls-verify=false", "--raw", ref]
         times = []
         for _ in range(2):
@@ -106,9 +78,6 @@ def _pull_through(
             subprocess.run(inspect, check=True, capture_output=True)
             times.append(time.perf_counter() - start)
         return times[0], times[1]
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from modelyard.pack import PackOptions, pack
 from modelyard.testing.files import MiB, make_model
-from modelyard.testing.peers import docker_registry, run
+from modelyard.testing.peers import docker_registry, run, skopeo_push
 
 _ACCESS = re.compile(r'"GET /v2/\S+/blobs/sha256:[0-9a-f]{64} HTTP/[\d.]+" \d{3} (\d+)')
 
@@ -73,17 +73,7 @@ def main() -> None:
     with docker_registry(work / "registry") as host:
         ref = f"{host}/bench/model:v1"
         print("pushing with skopeo ...", flush=True)
-        run(
-            [
-                "skopeo",
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-                f"oci:{work / 'layout'}:v1",
-                f"docker://{ref}",
-            ]
-        )
+        skopeo_push(work / "layout", "v1", ref)
         log = work / "registry" / "registry.log"
         env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache")}
         full_env = {**os.environ, "XDG_CACHE_HOME": str(work / "fullcache")}

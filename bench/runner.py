@@ -18,8 +18,6 @@ import importlib.util
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from modelyard.testing.peers import free_port, stop
 
 TORCH_SERVER = r"""
 import json, sys
@@ -77,12 +77,6 @@ def find_minilm() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def sentences(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 18))) for _ in range(n)]
@@ -119,20 +113,17 @@ def first_embedding(cmd: list[str], port: int, model_name: str, env: dict[str, s
                     raise RuntimeError(f"{cmd[:4]} exited with {proc.returncode}")
                 time.sleep(0.005)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 30)
 
 
-def serve_cmd(port: int, state: Path, *models: str) -> list[str]:
+def serve_cmd(port: int, state: Path, *models: str, config: Path | None = None) -> list[str]:
+    """`modelyard serve [CONFIG] --port PORT ... --model M...`, quiet."""
     cmd = [
         sys.executable,
         "-m",
         "modelyard",
         "serve",
+        *([str(config)] if config else []),
         "--port",
         str(port),
         "--state-dir",
@@ -247,19 +238,7 @@ def throughput(
     )
     state = work / "state-throughput"
     shutil.rmtree(state, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "modelyard",
-        "serve",
-        str(config),
-        "--port",
-        str(port),
-        "--state-dir",
-        str(state),
-        "--log-level",
-        "warning",
-    ]
+    cmd = serve_cmd(port, state, config=config)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -291,8 +270,7 @@ def throughput(
                 ordered = sorted(rounds_of_mode, key=lambda r: r["rps"])
                 results[(mode, concurrency)] = ordered[len(ordered) // 2]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop(proc, 30)
     return results
 
 
