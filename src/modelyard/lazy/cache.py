@@ -23,8 +23,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
+from modelyard.directio import DirectWriter
 from modelyard.errors import DigestMismatch
 from modelyard.oci.digest import Digest
 
@@ -146,7 +147,14 @@ class ContentCache:
         if digest is not None:
             self.path(digest)  # validate early
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="stage.")
-        return Staged(self, digest, Path(name), os.fdopen(fd, "wb"), durable)
+        out: _Sink
+        if durable:
+            # Durable entries are whole files (GBs): O_DIRECT, fsynced on close.
+            os.close(fd)
+            out = DirectWriter(name)
+        else:
+            out = os.fdopen(fd, "wb")
+        return Staged(self, digest, Path(name), out)
 
     @contextlib.contextmanager
     def writer(self, digest: str | None = None) -> Iterator[Staged]:
@@ -237,18 +245,22 @@ class ContentCache:
         return freed
 
 
+class _Sink(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class Staged:
     """An entry being written: hashed as it is written, invisible until `commit()`."""
 
-    def __init__(
-        self, cache: ContentCache, digest: str | None, tmp: Path, f: IO[bytes], durable: bool
-    ) -> None:
+    def __init__(self, cache: ContentCache, digest: str | None, tmp: Path, f: _Sink) -> None:
         self._cache = cache
-        self._durable = durable
         self.expected = digest
         self.tmp = tmp
         self._f = f
         self._h = hashlib.sha256()
+        self._closed = False
         self.size = 0
         self.digest: str | None = None
 
@@ -263,10 +275,8 @@ class Staged:
         Raises: DigestMismatch (the temp file is removed).
         """
         try:
-            self._f.flush()
-            if self._durable:
-                os.fsync(self._f.fileno())
-            self._f.close()
+            self._closed = True
+            self._f.close()  # a DirectWriter fsyncs here; small entries are verified on read
             actual = "sha256:" + self._h.hexdigest()
             if self.expected is not None and actual != self.expected:
                 raise DigestMismatch(self.expected, actual, "content")
@@ -280,7 +290,11 @@ class Staged:
         return actual
 
     def discard(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+        if not self._closed:
+            self._closed = True
+            if isinstance(self._f, DirectWriter):
+                self._f.abort()
+            else:
+                self._f.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
