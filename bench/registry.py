@@ -131,20 +131,8 @@ def range_latency(addr: str, digest: str, size: int, n: int = 60) -> float:
 
 
 def manifest_rps(addr: str, seconds: int = 8) -> float:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            "-c32",
-            f"-d{seconds}s",
-            "-H",
-            f"Accept: {ACCEPT}",
-            f"http://{addr}/v2/bench/image/manifests/v1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    url = f"http://{addr}/v2/bench/image/manifests/v1"
+    out = peers.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "-H", f"Accept: {ACCEPT}", url]).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     return float(

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from modelyard.testing.peers import free_port, stop
+from modelyard.testing.peers import free_port, run, stop
 
 TORCH_SERVER = r"""
 import json, sys
@@ -184,12 +184,8 @@ def load_wrk(
     script = work / f"wrk-{model}.lua"
     script.write_text(WRK_SCRIPT.replace("{BODIES}", "{" + bodies + "}"))
     httpx.post(f"{url}/v1/embeddings", json={"model": model, "input": "warm up"}).raise_for_status()
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    wrk = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    out = run([*wrk, url]).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"errors during the load:\n{out}")
     lines = out.splitlines()
