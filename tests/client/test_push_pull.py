@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from modelyard.client import RegistryClient, pull, push_layout
 from modelyard.client.locations import BlobLocations
 from modelyard.oci.layout import Layout
+from modelyard.testing.peers import require, run
 
 from .clienttools import (
     Rule,
@@ -74,8 +74,7 @@ def test_pull_one_platform(docker_registry, model_layout, tmp_path):
 
 
 def test_skopeo_reads_what_we_pushed(docker_registry, model_layout, tmp_path):
-    skopeo = shutil.which("skopeo")
-    assert skopeo, "skopeo is required (apt-get install skopeo)"
+    skopeo = require("skopeo")
     ref = f"{docker_registry}/org/model:v1"
     result = push_layout(model_layout, "v1", ref)
     raw = subprocess.run(
@@ -86,7 +85,7 @@ def test_skopeo_reads_what_we_pushed(docker_registry, model_layout, tmp_path):
     layout = Layout.open(model_layout)
     assert raw == layout.read_blob(result.digest)
     dest = tmp_path / "skopeo-oci"
-    subprocess.run(
+    run(
         [
             skopeo,
             "copy",
@@ -95,9 +94,7 @@ def test_skopeo_reads_what_we_pushed(docker_registry, model_layout, tmp_path):
             "--src-tls-verify=false",
             f"docker://{ref}",
             f"oci:{dest}:v1",
-        ],
-        capture_output=True,
-        check=True,
+        ]
     )
     copied = Layout.open(dest)
     assert copied.resolve("v1").digest == result.digest
@@ -338,13 +335,11 @@ def test_pull_a_docker_manifest_list_pushed_by_skopeo(docker_registry, model_lay
     from modelyard.oci import mediatypes as mt
 
     ref = f"{docker_registry}/org/docker:v1"
-    subprocess.run(
+    run(
         [
             "skopeo", "copy", "--all", "--format", "v2s2", "--dest-tls-verify=false",
             f"oci:{model_layout}:v1", f"docker://{ref}",
-        ],
-        capture_output=True,
-        check=True,
+        ]
     )  # fmt: skip
     result = pull(ref, tmp_path / "pulled")
     assert result.media_type == mt.DOCKER_MANIFEST_LIST
