@@ -24,6 +24,7 @@ from modelyard.oci import estargz
 from modelyard.oci.layout import Layout
 from modelyard.pack import PackOptions, pack
 from modelyard.testing.files import MiB, make_model, tree
+from modelyard.testing.peers import run
 
 GOPATH_SRC = Path("/usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz")
 
@@ -135,13 +136,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "GOCACHE": str(root / "cache"),
         "GOFLAGS": "",
     }
-    subprocess.run(
-        ["go", "build", "-o", str(root / "ref"), "estargzref"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    run(["go", "build", "-o", str(root / "ref"), "estargzref"], env=env)
     return root / "ref"
 
 

@@ -112,8 +112,12 @@ def test_changing_config_changes_only_the_small_files_layer(
 
 def test_source_date_epoch_and_created(model_dir: Path, tmp_path: Path) -> None:
     plain = pack(model_dir, "v1", tmp_path / "l1", OPTS)
-    dated = pack(model_dir, "v1", tmp_path / "l2",
-                 PackOptions(threshold=1 * MiB, mtime=1_700_000_000, created=True))
+    dated = pack(
+        model_dir,
+        "v1",
+        tmp_path / "l2",
+        PackOptions(threshold=1 * MiB, mtime=1_700_000_000, created=True),
+    )
     assert plain.index.digest != dated.index.digest
     lay = Layout.open(tmp_path / "l2")
     manifest = _manifests(tmp_path / "l2", "v1")[0]
@@ -201,13 +205,26 @@ def test_second_tag_in_existing_layout(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_json_and_exit_codes(model_dir: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "modelyard", "pack", str(model_dir), "-t", "org/m:v1",
-           "--threshold", "1M", "-o", str(tmp_path / "l"), "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelyard",
+        "pack",
+        str(model_dir),
+        "-t",
+        "org/m:v1",
+        "--threshold",
+        "1M",
+        "-o",
+        str(tmp_path / "l"),
+        "--json",
+    ]
+    proc = run(cmd)
     summary = json.loads(proc.stdout)
     assert summary["digest"].startswith("sha256:") and len(summary["layers"]) == 3
-    bad = subprocess.run([*cmd[:4], str(tmp_path / "nope"), *cmd[5:]], capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [*cmd[:4], str(tmp_path / "nope"), *cmd[5:]], capture_output=True, text=True
+    )
     assert bad.returncode == 3 and "does not exist" in bad.stderr
     bad = subprocess.run([*cmd[:6], "Bad/Name", *cmd[7:]], capture_output=True, text=True)
     assert bad.returncode == 1 and "invalid repository name" in bad.stderr
@@ -219,16 +236,36 @@ def test_pushed_with_skopeo_and_copied_by_buildah_for_arm64(
     out = tmp_path / "layout"
     pack(model_dir, "v1", out, OPTS)
     with docker_registry(tmp_path / "registry") as host:
-        run(["skopeo", "copy", "--all", "--dest-tls-verify=false",
-             f"oci:{out}:v1", f"docker://{host}/org/model:v1"])
+        run(
+            [
+                "skopeo",
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+                f"oci:{out}:v1",
+                f"docker://{host}/org/model:v1",
+            ]
+        )
         ctx = tmp_path / "ctx"
         ctx.mkdir()
         (ctx / "Containerfile").write_text(
             f"FROM scratch\nCOPY --from={host}/org/model:v1 /tokenizer.json /x/\n"
         )
         b = buildah_env(tmp_path / "buildah")
-        run([*b, "bud", "--isolation", "chroot", "--tls-verify=false", "--platform",
-             "linux/arm64", "-t", "localhost/built:1", str(ctx)])
+        run(
+            [
+                *b,
+                "bud",
+                "--isolation",
+                "chroot",
+                "--tls-verify=false",
+                "--platform",
+                "linux/arm64",
+                "-t",
+                "localhost/built:1",
+                str(ctx),
+            ]
+        )
         # The image COPY --from used is the arm64 one, resolved from the index.
         images = json.loads(run([*b, "images", "--json"]).stdout)
         source = [i for i in images if any("org/model" in n for n in i.get("names") or [])]

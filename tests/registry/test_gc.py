@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from starlette.testclient import TestClient
 from modelyard.oci import mediatypes as mt
 from modelyard.registry.gc import collect
 from modelyard.storage import LocalDriver
+from modelyard.testing.peers import run
 
 from .regtools import push_blob, push_image, sha256
 
@@ -100,11 +100,9 @@ def test_gc_command(client: TestClient, tmp_path: Path) -> None:
     stray = push_blob(client, "org/m", b"stray")
     age(root)
     cmd = [sys.executable, "-m", "modelyard", "registry", "gc", "--root", str(root)]
-    out = subprocess.run(
-        [*cmd, "--dry-run", "--json"], check=True, capture_output=True, text=True
-    ).stdout
+    out = run([*cmd, "--dry-run", "--json"]).stdout
     assert json.loads(out)["blobs"] == [stray]
     assert client.get(f"/v2/org/m/blobs/{stray}").status_code == 200
-    out = subprocess.run([*cmd, "--grace", "60"], check=True, capture_output=True, text=True).stdout
+    out = run([*cmd, "--grace", "60"]).stdout
     assert out.startswith("deleted: 0 manifests, 1 blobs")
     assert client.get(f"/v2/org/m/blobs/{stray}").status_code == 404
