@@ -119,10 +119,13 @@ def start_modelyard_registry(
         )  # fmt: skip
     try:
         wait_http(f"http://{addr}/v2/", timeout, proc)
-    except BaseException as exc:
+    except Exception as exc:
         stop(proc)
-        log = log_path.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"modelyard registry serve did not start:\n{log}") from exc
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"modelyard registry serve did not start:\n{tail}") from exc
+    except BaseException:
+        stop(proc)
+        raise
     return addr, proc
 
 
