@@ -21,7 +21,7 @@ from modelyard.oci.layout import Layout
 from modelyard.oci.manifest import ImageManifest
 from modelyard.pack import PackOptions, pack
 from modelyard.testing.files import MiB, make_model, tree
-from modelyard.testing.peers import buildah_env, docker_registry, run, skopeo_push
+from modelyard.testing.peers import buildah_bud, docker_registry, run, skopeo_push
 
 OPTS = PackOptions(threshold=1 * MiB, format="estargz")
 
@@ -261,24 +261,11 @@ def test_buildah_copy_from_registry_image_with_estargz_layers(tmp_path: Path) ->
     pack(model, "v1", out, OPTS)
     with docker_registry(tmp_path / "registry") as host:
         skopeo_push(out, "v1", f"{host}/org/lazy:v1")
-        ctx = tmp_path / "ctx"
-        ctx.mkdir()
-        (ctx / "Containerfile").write_text(
+        b = buildah_bud(
+            tmp_path / "buildah",
             f"FROM scratch\nCOPY --from={host}/org/lazy:v1 /config.json "
-            "/model-00000.safetensors /m/\n"
-        )
-        b = buildah_env(tmp_path / "buildah")
-        run(
-            [
-                *b,
-                "bud",
-                "--isolation",
-                "chroot",
-                "--tls-verify=false",
-                "-t",
-                "localhost/b:1",
-                str(ctx),
-            ]
+            "/model-00000.safetensors /m/\n",
+            "localhost/b:1",
         )
         container = run([*b, "from", "localhost/b:1"]).stdout.strip()
         mount = Path(run([*b, "mount", container]).stdout.strip())

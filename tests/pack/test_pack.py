@@ -24,7 +24,7 @@ from modelyard.oci.manifest import ImageIndex, ImageManifest
 from modelyard.pack import PackOptions, pack
 from modelyard.pack.packer import FILES, REVISION, TITLE
 from modelyard.testing.files import MiB, make_model, tree
-from modelyard.testing.peers import buildah_env, docker_registry, run
+from modelyard.testing.peers import buildah_bud, docker_registry, run
 
 OPTS = PackOptions(threshold=1 * MiB)
 
@@ -246,25 +246,12 @@ def test_pushed_with_skopeo_and_copied_by_buildah_for_arm64(
                 f"docker://{host}/org/model:v1",
             ]
         )
-        ctx = tmp_path / "ctx"
-        ctx.mkdir()
-        (ctx / "Containerfile").write_text(
-            f"FROM scratch\nCOPY --from={host}/org/model:v1 /tokenizer.json /x/\n"
-        )
-        b = buildah_env(tmp_path / "buildah")
-        run(
-            [
-                *b,
-                "bud",
-                "--isolation",
-                "chroot",
-                "--tls-verify=false",
-                "--platform",
-                "linux/arm64",
-                "-t",
-                "localhost/built:1",
-                str(ctx),
-            ]
+        b = buildah_bud(
+            tmp_path / "buildah",
+            f"FROM scratch\nCOPY --from={host}/org/model:v1 /tokenizer.json /x/\n",
+            "localhost/built:1",
+            "--platform",
+            "linux/arm64",
         )
         # The image COPY --from used is the arm64 one, resolved from the index.
         images = json.loads(run([*b, "images", "--json"]).stdout)

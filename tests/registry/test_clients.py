@@ -16,7 +16,7 @@ import httpx
 
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.layout import Layout
-from modelyard.testing.peers import buildah_env, require, run
+from modelyard.testing.peers import buildah_bud, require, run
 
 from .conftest import Server, serving
 from .regtools import sha256
@@ -104,13 +104,8 @@ def test_buildah_bud_copy_from_and_push(server: Server, model_layout: Path, tmp_
         f"oci:{model_layout}:v1",
         f"docker://{server.addr}/org/model:v1",
     )
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Containerfile").write_text(
-        f"FROM scratch\nCOPY --from={server.addr}/org/model:v1 /config.json /x/\n"
-    )
-    buildah = buildah_env(tmp_path / "buildah")
-    run([*buildah, "bud", "--isolation", "chroot", "--tls-verify=false", "-t", "built", str(ctx)])
+    containerfile = f"FROM scratch\nCOPY --from={server.addr}/org/model:v1 /config.json /x/\n"
+    buildah = buildah_bud(tmp_path / "buildah", containerfile, "built")
     run([*buildah, "push", "--tls-verify=false", "built", f"docker://{server.addr}/org/built:v1"])
     r = httpx.get(
         f"{server.url}/v2/org/built/manifests/v1", headers={"Accept": ", ".join(mt.MANIFESTS)}

@@ -173,6 +173,19 @@ def buildah_env(root: Path) -> list[str]:
     ]
 
 
+def buildah_bud(root: Path, containerfile: str, tag: str, *extra: str) -> list[str]:
+    """`buildah bud` of a context holding only `containerfile` (written to `root/ctx`) as
+    `tag`, with chroot isolation and registries over plain HTTP. Returns the buildah arguments
+    (`buildah_env(root)`) for further commands on the same storage."""
+    ctx = root / "ctx"
+    ctx.mkdir(parents=True)
+    (ctx / "Containerfile").write_text(containerfile)
+    buildah = buildah_env(root)
+    bud = ["bud", "--isolation", "chroot", "--tls-verify=false", *extra, "-t", tag, str(ctx)]
+    run([*buildah, *bud])
+    return buildah
+
+
 def write_htpasswd(path: Path, user: str, password: str) -> Path:
     """An htpasswd file with one bcrypt entry, as `htpasswd -B` writes it."""
     import bcrypt
