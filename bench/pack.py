@@ -70,8 +70,11 @@ def main() -> None:
         for _ in range(args.repeat):
             out = work / f"layout-{mode}"
             shutil.rmtree(out, ignore_errors=True)
-            times.append(timed(lambda out=out, mode=mode: pack(
-                model, "v1", out, PackOptions(compression=mode))))
+            times.append(
+                timed(
+                    lambda out=out, mode=mode: pack(model, "v1", out, PackOptions(compression=mode))
+                )
+            )
         best[mode] = min(times)
         rows.append((f"modelyard pack ({mode})", best[mode]))
 
@@ -81,12 +84,30 @@ def main() -> None:
         ctx = work
         (ctx / "Containerfile").write_text("FROM scratch\nCOPY model/ /\n")
         shutil.rmtree(work / "buildah-oci", ignore_errors=True)
-        bud = timed(lambda: subprocess.run(
-            [*b, "bud", "--isolation", "chroot", "-t", "localhost/model:bench", "-f",
-             str(ctx / "Containerfile"), str(ctx)], check=True, capture_output=True))
-        push = timed(lambda: subprocess.run(
-            [*b, "push", "localhost/model:bench", f"oci:{work / 'buildah-oci'}:v1"],
-            check=True, capture_output=True))
+        bud = timed(
+            lambda: subprocess.run(
+                [
+                    *b,
+                    "bud",
+                    "--isolation",
+                    "chroot",
+                    "-t",
+                    "localhost/model:bench",
+                    "-f",
+                    str(ctx / "Containerfile"),
+                    str(ctx),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        )
+        push = timed(
+            lambda: subprocess.run(
+                [*b, "push", "localhost/model:bench", f"oci:{work / 'buildah-oci'}:v1"],
+                check=True,
+                capture_output=True,
+            )
+        )
         subprocess.run([*b, "rmi", "-a", "-f"], capture_output=True)
         rows.append(("buildah bud", bud))
         rows.append(("buildah push oci:", push))

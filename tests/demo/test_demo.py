@@ -13,13 +13,29 @@ from modelyard.testing.peers import free_port, run
 
 
 def test_demo_runs_end_to_end_on_the_default_store(tmp_path: Path) -> None:
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
     addr = f"127.0.0.1:{free_port()}"
     proc = subprocess.run(
-        [sys.executable, "-m", "modelyard", "demo", "--check", "--addr", addr,
-         "--runner-port", str(free_port())],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "demo",
+            "--check",
+            "--addr",
+            addr,
+            "--runner-port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"COPY --from=localhost:{addr.split(':')[1]}/demo/all-minilm-l6-v2:v1" in proc.stdout
