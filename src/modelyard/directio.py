@@ -10,6 +10,8 @@ O_DIRECT (tmpfs, some overlay setups) the writer falls back to ordinary writes.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import mmap
 import os
 import threading
@@ -96,7 +98,17 @@ class DirectWriter:
     def _write_at(self, view: memoryview, pos: int) -> None:
         done = 0
         while done < len(view):
-            done += os.pwrite(self._fd, view[done:], pos + done)
+            try:
+                done += os.pwrite(self._fd, view[done:], pos + done)
+            except OSError as exc:
+                # Some file systems accept O_DIRECT at open and refuse the write (EINVAL):
+                # carry on with ordinary writes (the aligned layout stays valid).
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                fcntl.fcntl(
+                    self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT
+                )
+                self.direct = False
 
     def close(self) -> None:
         """Write what is staged, fsync and close."""
