@@ -24,7 +24,7 @@ from modelyard.oci.manifest import ImageIndex, ImageManifest
 from modelyard.pack import PackOptions, pack
 from modelyard.pack.packer import FILES, REVISION, TITLE
 from modelyard.testing.files import MiB, make_model, tree
-from modelyard.testing.peers import buildah_bud, docker_registry, run
+from modelyard.testing.peers import buildah_bud, docker_registry, modelyard_registry, run
 
 OPTS = PackOptions(threshold=1 * MiB)
 
@@ -266,3 +266,32 @@ def test_pushed_with_skopeo_and_copied_by_buildah_for_arm64(
         ).read_bytes()
         run([*b, "umount", container])
         run([*b, "rm", container])
+
+
+def test_cli_pack_and_push_in_one_command(model_dir: Path, tmp_path: Path) -> None:
+    with modelyard_registry(tmp_path / "registry") as (host, _):
+        ref = f"{host}/org/model:v1"
+        proc = run(
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "pack",
+                str(model_dir),
+                "-t",
+                "org/model:v1",
+                "--threshold",
+                "1M",
+                "-o",
+                str(tmp_path / "l"),
+                "--push",
+                ref,
+                "--json",
+            ]
+        )
+        summary = json.loads(proc.stdout)
+        assert summary["pushed"] == {"ref": ref, "digest": summary["digest"]}
+        raw = json.loads(
+            run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"]).stdout
+        )
+        assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
