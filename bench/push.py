@@ -36,9 +36,9 @@ from modelyard.testing.peers import docker_registry, modelyard_registry
 
 def build_layout(root: Path, size: int) -> Path:
     layout = Layout.create(root)
-    f, tmp = layout.temp_blob()
+    tmp = layout.temp_blob()
     block = os.urandom(64 << 20)
-    with f:
+    with open(tmp, "wb") as f:
         stream = LayerStream(f.write, "none")
         tar = TarWriter(stream.write)
         tar.begin_file("model.bin", size)

@@ -142,13 +142,13 @@ def pack(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     out = output or default_layout_dir(reference)
-    total = scan(source).total_size
+    scanned = scan(source)
     bar = None
     if not quiet and not as_json:
         from tqdm import tqdm
 
         bar = tqdm(
-            total=total,
+            total=scanned.total_size,
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
@@ -157,7 +157,7 @@ def pack(
             disable=None,
         )
     try:
-        result = do_pack(source, tag, out, options, progress=bar.update if bar else None)
+        result = do_pack(scanned, tag, out, options, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()

@@ -138,8 +138,7 @@ def fetch_blob(
 
     Raises: DigestMismatch (nothing is kept), RemoteNotFound, RegistryUnreachable, ...
     """
-    f, tmp = layout.temp_blob()
-    f.close()
+    tmp = layout.temp_blob()
     written = 0
     try:
         # Blobs are GBs: bypass the page cache (see modelyard.directio).

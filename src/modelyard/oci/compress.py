@@ -20,11 +20,9 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from modelyard.oci import mediatypes as mt
 
-Mode = Literal["auto", "gzip", "zstd", "none"]
 MODES: tuple[str, ...] = ("auto", "gzip", "zstd", "none")
 
 CHUNK = 4 << 20

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from modelyard.errors import DigestMismatch, InvalidDigest
+from modelyard.errors import InvalidDigest
 
 _ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -100,26 +100,3 @@ def digest_file(path: str | Path, algorithm: str = "sha256") -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return f"{algorithm}:{h.hexdigest()}", size
-
-
-class VerifyingHasher:
-    """Hashes a stream incrementally and checks it against an expected digest at the end."""
-
-    def __init__(self, expected: str) -> None:
-        self.expected = Digest.parse(expected)
-        self._h = self.expected.hasher()
-        self.size = 0
-
-    def update(self, data: bytes | memoryview) -> None:
-        self._h.update(data)
-        self.size += len(data)
-
-    @property
-    def actual(self) -> str:
-        return f"{self.expected.algorithm}:{self._h.hexdigest()}"
-
-    def verify(self, what: str = "content") -> None:
-        """Raises: DigestMismatch if the bytes seen so far do not match."""
-        actual = self.actual
-        if actual != str(self.expected):
-            raise DigestMismatch(str(self.expected), actual, what)

@@ -18,7 +18,7 @@ from modelyard.errors import BlobUnknown, DigestMismatch, LayoutError
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.canonical import dumps
 from modelyard.oci.descriptor import Descriptor
-from modelyard.oci.digest import Digest, digest_bytes, digest_file, iter_chunks, sha256_bytes
+from modelyard.oci.digest import Digest, digest_bytes, digest_file, sha256_bytes
 from modelyard.oci.manifest import ImageIndex, ImageManifest, Manifest, parse_manifest
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -65,7 +65,9 @@ class Layout:
         layout = cls(root)
         layout.root.mkdir(parents=True, exist_ok=True)
         (layout.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        atomic_write(layout.root / _LAYOUT_FILE, dumps({"imageLayoutVersion": "1.0.0"}))
+        atomic_write(
+            layout.root / _LAYOUT_FILE, dumps({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION})
+        )
         atomic_write(layout.root / "index.json", ImageIndex(()).to_bytes())
         return layout
 
@@ -113,12 +115,14 @@ class Layout:
             atomic_write(path, data)
         return Descriptor("application/octet-stream", digest, len(data))
 
-    def temp_blob(self) -> tuple[IO[bytes], Path]:
-        """A temp file inside the layout, to stream a blob into before `commit_blob`."""
+    def temp_blob(self) -> Path:
+        """A new empty temp file inside the layout, to stream a blob into before
+        `commit_blob` (the caller opens it, e.g. with `modelyard.directio.DirectWriter`)."""
         d = self.root / "blobs" / "sha256"
         d.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        return os.fdopen(fd, "wb"), Path(tmp)
+        os.close(fd)
+        return Path(tmp)
 
     def commit_blob(self, tmp: Path, digest: str) -> None:
         """Move a fully written, fsynced temp file into place under its digest."""
@@ -200,18 +204,3 @@ class Layout:
             if child.media_type in mt.MANIFESTS:
                 out.extend(self.image_manifests(child))
         return out
-
-
-def copy_stream_verified(src: IO[bytes], dst: IO[bytes], digest: str) -> int:
-    """Copy `src` to `dst` while hashing; raises DigestMismatch at the end if wrong."""
-    d = Digest.parse(digest)
-    h = d.hasher()
-    n = 0
-    for chunk in iter_chunks(src):
-        h.update(chunk)
-        dst.write(chunk)
-        n += len(chunk)
-    actual = f"{d.algorithm}:{h.hexdigest()}"
-    if actual != digest:
-        raise DigestMismatch(digest, actual, "blob")
-    return n

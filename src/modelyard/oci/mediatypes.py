@@ -19,6 +19,3 @@ IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 #: Media types of documents that list other manifests.
 INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFESTS = IMAGE_MANIFESTS | INDEXES
-
-#: modelyard's artifact type for model images (informational; images stay runnable by COPY).
-MODEL_ARTIFACT_TYPE = "application/vnd.modelyard.model.v1"

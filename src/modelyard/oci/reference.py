@@ -86,9 +86,6 @@ class Reference:
         """What goes after `/manifests/` in the API: the digest if any, else the tag."""
         return self.digest or self.tag or DEFAULT_TAG
 
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.name, validate_tag(tag), None)
-
     def __str__(self) -> str:
         out = f"{self.registry}/{self.name}" if self.registry else self.name
         if self.tag:

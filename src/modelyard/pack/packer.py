@@ -138,8 +138,7 @@ def _write_layers(
                 progress(n)
 
     def one(plan: LayerPlan) -> LayerResult:
-        f, tmp = layout.temp_blob()
-        f.close()
+        tmp = layout.temp_blob()
         try:
             # Multi-GB layers bypass the page cache: see modelyard.directio.
             with DirectWriter(tmp) as out:
@@ -219,7 +218,7 @@ def _tag(layout: Layout, tag: str, index: Descriptor, manifests: list[Descriptor
 
 
 def pack(
-    source: str | Path,
+    source: str | Path | Source,
     tag: str,
     output: str | Path,
     options: PackOptions | None = None,
@@ -228,7 +227,8 @@ def pack(
     """Pack a model directory into an OCI image layout.
 
     Args:
-        source: a model directory or a Hugging Face cache snapshot directory.
+        source: a model directory or a Hugging Face cache snapshot directory, or the
+            `Source` that `modelyard.pack.source.scan` made of one (not scanned again).
         tag: the tag to give the image in the layout (`org.opencontainers.image.ref.name`).
         output: the layout directory. Created if absent (built in a temp dir and renamed at
             the end, so a failure leaves nothing); if it is a layout already, the image is
@@ -248,7 +248,7 @@ def pack(
     """
     options = options or PackOptions()
     validate_tag(tag)
-    src = scan(source)
+    src = source if isinstance(source, Source) else scan(source)
     out = Path(output)
     plans = plan_layers(src.files, options.threshold, options.max_layers)
 
