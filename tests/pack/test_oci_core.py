@@ -16,6 +16,7 @@ import zstandard
 from modelyard.errors import InvalidDigest, InvalidManifest, InvalidReference
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.compress import CHUNK, GZIP_HEADER, LayerStream
+from modelyard.oci.descriptor import Descriptor
 from modelyard.oci.digest import Digest
 from modelyard.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from modelyard.oci.reference import Reference
@@ -62,7 +63,12 @@ def test_parse_manifest_validates() -> None:
     )
     with pytest.raises(InvalidManifest):
         parse_manifest(bad_digest)
-    assert ImageManifest.from_json  # the class round-trips in test_pack
+    manifest = ImageManifest(
+        Descriptor(mt.OCI_CONFIG, "sha256:" + "c" * 64, 2),
+        (Descriptor(mt.OCI_LAYER_GZIP, "sha256:" + "d" * 64, 9, {"k": "v"}),),
+        {"a": "b"},
+    )
+    assert parse_manifest(manifest.to_bytes(), mt.OCI_MANIFEST) == manifest
 
 
 def _layer(data: bytes, mode: str, pieces: int = 7) -> tuple[bytes, object]:
