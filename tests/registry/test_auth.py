@@ -236,5 +236,5 @@ def test_oauth2_password_grant(locked: TestClient) -> None:
     push_image(locked, "org/m", "v1")
     del locked.headers["Authorization"]
     assert locked.post("/token", data={**form, "password": "wrong"}).status_code == 401
-    r = locked.post("/token", data={**form, "grant_type": "refresh_token"})
+    r = locked.post("/token", data={**form, "grant_type": "client_credentials"})
     assert r.status_code == 400 and code(r) == "UNSUPPORTED"

@@ -149,20 +149,33 @@ class RegistryApp:
         raise RegistryError("NAME_UNKNOWN", f"no API endpoint at {path}", status=404)
 
     async def _token(self, request: Request) -> Response:
-        """Docker token endpoint: GET with Basic credentials, or the OAuth2 password grant
-        (POST of a form with username, password and scope) that some clients use."""
+        """Docker token endpoint: GET with Basic credentials (`offline_token=true` adds a
+        refresh token), or an OAuth2 POST form: `grant_type=password` (username, password;
+        `access_type=offline` adds a refresh token) or `grant_type=refresh_token`."""
         authorization = request.headers.get("authorization")
         scopes = request.query_params.getlist("scope")
+        offline = request.query_params.get("offline_token", "").lower() == "true"
         if request.method == "POST":
             form = parse_qs((await read_limited(request, 64 << 10)).decode("utf-8", "replace"))
-            if form.get("grant_type", [""])[0] != "password":
-                raise RegistryError(
-                    "UNSUPPORTED", "only grant_type=password is supported", status=400
-                )
-            user, password = form.get("username", [""])[0], form.get("password", [""])[0]
-            authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+            def field(key: str) -> str:
+                return form.get(key, [""])[0]
+
             scopes = [s for value in form.get("scope", []) for s in value.split(" ") if s]
-        token = self.auth.issue_token(authorization, scopes)
+            grant = field("grant_type")
+            if grant == "refresh_token":
+                token = self.auth.refresh(field("refresh_token"), scopes)
+                return Response(json.dumps(token).encode(), 200, media_type="application/json")
+            if grant != "password":
+                raise RegistryError(
+                    "UNSUPPORTED",
+                    "grant_type must be password or refresh_token",
+                    status=400,
+                )
+            user, password = field("username"), field("password")
+            authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            offline = field("access_type") == "offline"
+        token = self.auth.issue_token(authorization, scopes, offline=offline)
         return Response(json.dumps(token).encode(), 200, media_type="application/json")
 
 
@@ -193,4 +206,5 @@ def create_app(
         from modelyard.hub.proxy import HubProxy
 
         registry.pull_through = HubProxy(registry, ttl=hf_ttl).ensure
-    return RegistryApp(registry, Authorizer(htpasswd, policy, anonymous_pull))
+    key_file = Path(root) / "auth" / "token.key"
+    return RegistryApp(registry, Authorizer(htpasswd, policy, anonymous_pull, key_file))

@@ -20,16 +20,22 @@ shell patterns; users are htpasswd names, `*` (any signed-in user) or `anonymous
 
 Without a policy file every signed-in user may do everything; `anonymous_pull` lets anyone
 pull.
+
+Tokens are HMAC-signed with a key kept in `ROOT/auth/token.key` (mode 0600, created on first
+use), so tokens stay valid across restarts and between workers; deleting the file revokes
+every token issued so far.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fnmatch
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 import tomllib
@@ -42,7 +48,10 @@ from modelyard.registry.errcodes import RegistryError
 ACTIONS = ("pull", "push", "delete")
 SERVICE = "modelyard"
 TOKEN_TTL = 300
+#: Lifetime of refresh (identity) tokens, in seconds.
+REFRESH_TTL = 90 * 24 * 3600
 _MAX_REMEMBERED = 4096
+_KEY_BYTES = 32
 
 
 class AuthConfigError(ModelyardError, ValueError):
@@ -146,6 +155,57 @@ def _check_password(hashed: str, password: str) -> bool:
         return False
 
 
+def load_signing_key(path: Path) -> bytes:
+    """The token signing key at `path`, created (random, mode 0600) if absent.
+
+    Creation is atomic and first-writer-wins: the key is written and synced to a temp file,
+    then hard-linked into place, which fails if another process got there first; that
+    process's key is then used. A reader never sees a partial key.
+
+    Raises: AuthConfigError if the file cannot be read or created, or is not a key.
+    """
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = _create_key(path)
+    except OSError as exc:
+        raise AuthConfigError(f"cannot read the token signing key {path}: {exc}") from exc
+    if len(key) != _KEY_BYTES:
+        raise AuthConfigError(
+            f"{path} is not a token signing key ({len(key)} bytes, expected {_KEY_BYTES}); "
+            "delete it to make a new one (this revokes every token issued)"
+        )
+    return key
+
+
+def _create_key(path: Path) -> bytes:
+    key = secrets.token_bytes(_KEY_BYTES)
+    tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes()  # another worker created it first: use theirs
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return key
+    except OSError as exc:
+        raise AuthConfigError(f"cannot create the token signing key {path}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def parse_scope(scope: str) -> tuple[str, str, set[str]] | None:
     """`repository:org/model:pull,push` -> ("repository", "org/model", {"pull", "push"})."""
     kind, _, rest = scope.partition(":")
@@ -163,16 +223,30 @@ class Authorizer:
         htpasswd: str | Path | None = None,
         policy: str | Path | None = None,
         anonymous_pull: bool = False,
+        key_file: str | Path | None = None,
     ) -> None:
+        """`key_file`: where the token signing key persists (None: a key in memory only,
+        so tokens die with the process)."""
         self.users = load_htpasswd(htpasswd) if htpasswd else None
         self.policy = Policy.load(policy, anonymous_pull)
-        self._secret = secrets.token_bytes(32)
+        self._key_file = Path(key_file) if key_file is not None else None
+        self._key: bytes | None = None
         # bcrypt costs ~100 ms by design; remember credentials already checked.
         self._verified: dict[bytes, bool] = {}
 
     @property
     def open(self) -> bool:
         return self.users is None
+
+    @property
+    def _secret(self) -> bytes:
+        # Loaded on first use: an open registry never writes a key.
+        if self._key is None:
+            if self._key_file is None:
+                self._key = secrets.token_bytes(_KEY_BYTES)
+            else:
+                self._key = load_signing_key(self._key_file)
+        return self._key
 
     # ---- credentials -------------------------------------------------------------------
 
@@ -247,14 +321,52 @@ class Authorizer:
 
     # ---- tokens ------------------------------------------------------------------------
 
-    def issue_token(self, authorization: str | None, scopes: list[str]) -> dict[str, object]:
+    def issue_token(
+        self, authorization: str | None, scopes: list[str], offline: bool = False
+    ) -> dict[str, object]:
         """A token granting the requested scopes the caller is allowed.
+
+        `authorization` is Basic credentials, or None for an anonymous token. `offline` adds a
+        `refresh_token` (Docker's identity token) for a signed-in user.
 
         Raises: RegistryError UNAUTHORIZED for bad credentials.
         """
         user = None
         if authorization and authorization.lower().startswith("basic "):
             user = self._basic(authorization[6:].strip())
+        answer = self._access_token(user, scopes)
+        if offline and user is not None:
+            answer["refresh_token"] = self._sign(
+                {"sub": user, "typ": "refresh", "pw": self._password_tag(user),
+                 "exp": int(time.time()) + REFRESH_TTL}
+            )  # fmt: skip
+        return answer
+
+    def refresh(self, refresh_token: str, scopes: list[str]) -> dict[str, object]:
+        """OAuth2 `grant_type=refresh_token`: a token for the user the refresh token names.
+
+        A refresh token dies with its user's htpasswd entry: removing the user or changing the
+        password revokes it.
+
+        Raises: RegistryError UNAUTHORIZED for an invalid, expired or revoked refresh token.
+        """
+        payload = self._unsign(refresh_token)
+        user = payload.get("sub")
+        if (
+            payload.get("typ") != "refresh"
+            or not isinstance(user, str)
+            or self.users is None
+            or user not in self.users
+            or not hmac.compare_digest(str(payload.get("pw")), self._password_tag(user))
+        ):
+            raise RegistryError("UNAUTHORIZED", "invalid refresh token")
+        return self._access_token(user, scopes)
+
+    def _password_tag(self, user: str) -> str:
+        hashed = (self.users or {}).get(user, "")
+        return hashlib.sha256(self._secret + hashed.encode()).hexdigest()[:32]
+
+    def _access_token(self, user: str | None, scopes: list[str]) -> dict[str, object]:
         granted: list[dict[str, object]] = []
         for scope in scopes:
             parsed = parse_scope(scope)
@@ -267,22 +379,38 @@ class Authorizer:
             if ok:
                 granted.append({"type": kind, "name": name, "actions": ok})
         now = int(time.time())
-        payload = {"sub": user, "access": granted, "exp": now + TOKEN_TTL}
-        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
-        sig = base64.urlsafe_b64encode(hmac.digest(self._secret, body, "sha256")).rstrip(b"=")
-        token = (body + b"." + sig).decode()
+        token = self._sign({"sub": user, "access": granted, "exp": now + TOKEN_TTL})
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return {"token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued}
 
-    def _verify_token(self, token: str) -> Identity:
-        body, _, sig = token.encode().partition(b".")
+    def _sign(self, payload: dict[str, object]) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=")
+        sig = base64.urlsafe_b64encode(hmac.digest(self._secret, body, "sha256")).rstrip(b"=")
+        return (body + b"." + sig).decode()
+
+    def _unsign(self, token: str) -> dict[str, object]:
+        """The payload of a token this registry signed and that has not expired.
+
+        Raises: RegistryError UNAUTHORIZED otherwise (another key, tampered, expired).
+        """
+        body, _, sig = token.encode("utf-8", "replace").partition(b".")
         expected = base64.urlsafe_b64encode(hmac.digest(self._secret, body, "sha256")).rstrip(b"=")
         if not hmac.compare_digest(expected, sig):
             raise RegistryError("UNAUTHORIZED", "invalid token")
         payload = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
         if payload["exp"] < time.time():
             raise RegistryError("UNAUTHORIZED", "token expired")
+        return payload  # type: ignore[no-any-return]
+
+    def _verify_token(self, token: str) -> Identity:
+        payload = self._unsign(token)
+        if payload.get("typ") == "refresh":
+            raise RegistryError("UNAUTHORIZED", "a refresh token is not an access token")
+        access: list[dict[str, object]] = payload["access"]  # type: ignore[assignment]
         scopes = frozenset(
-            (a["type"], a["name"], action) for a in payload["access"] for action in a["actions"]
+            (str(a["type"]), str(a["name"]), str(action))
+            for a in access
+            for action in a["actions"]  # type: ignore[attr-defined]
         )
-        return Identity(payload["sub"], scopes)
+        sub = payload["sub"]
+        return Identity(sub if isinstance(sub, str) else None, scopes)
