@@ -258,3 +258,8 @@ class FileNotInImage(RemoteNotFound, FileNotFoundError):
 
 class InvalidLayer(ModelyardError, ValueError):
     """A layer blob cannot be read as the tar (or tar+gzip) its media type announces."""
+
+
+class TLSConfigError(ModelyardError, ValueError):
+    """A TLS certificate, private key or CA bundle cannot be used (missing, unreadable,
+    not PEM, or a key that does not match its certificate)."""

@@ -52,6 +52,18 @@ def registry() -> None:
 )
 @click.option("--anonymous-pull", is_flag=True, help="With --htpasswd: let anyone pull.")
 @click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Serve HTTPS with this PEM certificate (chain: server certificate first).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The unencrypted PEM private key of --tls-cert.",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -84,6 +96,8 @@ def serve(
     htpasswd: str | None,
     policy: str | None,
     anonymous_pull: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
     log_level: str,
     server: str,
     hf_proxy: bool,
@@ -91,28 +105,59 @@ def serve(
 ) -> None:
     """Serve the registry until interrupted.
 
+    With --htpasswd, clients sign in with Basic credentials or with bearer tokens from the
+    registry's own /token endpoint; tokens stay valid across restarts (the signing key is
+    ROOT/auth/token.key). Anywhere but loopback, add --tls-cert/--tls-key (or a proxy that
+    terminates TLS): passwords and tokens would otherwise cross the network in clear.
+
     \b
-    Example:
+    Examples:
       modelyard registry serve --addr 127.0.0.1:5000
       skopeo copy --dest-tls-verify=false oci:./layout docker://127.0.0.1:5000/org/model:v1
+      modelyard registry serve --addr 0.0.0.0:5443 --htpasswd ./htpasswd \\
+          --tls-cert server.crt --tls-key server.key
+      modelyard push --ca-cert ca.crt ./layout reg.example:5443/org/model:v1
     """
     from modelyard.paths import registry_root
-    from modelyard.registry.server import run
+    from modelyard.registry.server import check_tls, run
 
     host, port = _split_addr(addr)
     if policy and not htpasswd:
         raise click.UsageError("--policy needs --htpasswd")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    check_tls(tls_cert, tls_key)  # a bad pair fails here, before anything is printed
     if not htpasswd and not _is_loopback(host):
         click.echo(f"warning: serving {host} without --htpasswd: anyone can push", err=True)
+    if htpasswd and not tls_cert and not _is_loopback(host):
+        click.echo(
+            f"warning: serving {host} with --htpasswd over plain HTTP: passwords and tokens "
+            "cross the network in clear text; add --tls-cert/--tls-key unless a proxy in front "
+            "terminates TLS",
+            err=True,
+        )
     storage = root or str(registry_root())
-    click.echo(f"modelyard registry on http://{host}:{port} (storage {storage})", err=True)
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"modelyard registry on {scheme}://{host}:{port} (storage {storage})", err=True)
     if hf_proxy:  # hub pull-through
         import importlib.util
 
         if importlib.util.find_spec("huggingface_hub") is None:
             raise click.UsageError("--hf-proxy needs the hf extra: pip install 'modelyard[hf]'")
     ttl = hf_ttl if hf_proxy else None
-    run(storage, host, port, htpasswd, policy, anonymous_pull, server, log_level, ttl)
+    run(
+        storage,
+        host,
+        port,
+        htpasswd,
+        policy,
+        anonymous_pull,
+        server,
+        log_level,
+        ttl,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
 
 
 @registry.command("gc")

@@ -7,6 +7,9 @@ uvicorn with starlette's `FileResponse`). uvicorn remains available (`server="uv
 
 granian serves from a worker process; the worker asks the kernel to kill it when its parent
 dies, so that killing the command (even with SIGKILL) leaves no server behind.
+
+With a certificate and key both servers speak HTTPS (TLS 1.2 and up, HTTP/1.1); the token
+realm the registry advertises follows the scheme of the request, so it is `https://` too.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import importlib.util
 import json
 import os
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
+from modelyard.errors import TLSConfigError
 from modelyard.registry.app import RegistryApp, create_app
 
 _ENV = "MODELYARD_REGISTRY_CONFIG"
@@ -35,8 +40,17 @@ def run(
     server: str = "granian",
     log_level: str = "warning",
     hf_ttl: float | None = None,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
 ) -> None:
-    """Serve until interrupted. Configuration errors surface here, before the server starts."""
+    """Serve until interrupted. Configuration errors surface here, before the server starts.
+
+    `tls_cert` (PEM, the server certificate followed by any intermediates) and `tls_key`
+    (PEM, unencrypted) switch the server to HTTPS.
+
+    Raises: AuthConfigError, TLSConfigError for unusable files.
+    """
+    tls = check_tls(tls_cert, tls_key)
     config: dict[str, Any] = {
         "root": str(root),
         "htpasswd": str(htpasswd) if htpasswd else None,
@@ -48,10 +62,20 @@ def run(
     if server == "granian" and importlib.util.find_spec("granian") is None:
         server = "uvicorn"  # granian is in the `registry` extra; uvicorn is the fallback
     if server == "uvicorn":
-        _run_uvicorn(app, host, port, log_level)
+        _run_uvicorn(app, host, port, log_level, tls)
         return
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+
+    ssl_options: dict[str, Any] = {}
+    if tls is not None:
+        ssl_options = {
+            "ssl_cert": tls[0],
+            "ssl_key": tls[1],
+            "ssl_protocol_min": SSLProtocols.tls12,  # Docker's and distribution's floor
+            # No HTTP/2 by ALPN: blob transfers stay on the HTTP/1.1 path measured above.
+            "http": HTTPModes.http1,
+        }
 
     os.environ[_ENV] = json.dumps(config)
     Granian(
@@ -65,7 +89,39 @@ def run(
         log_level=log_level,  # type: ignore[arg-type]
         websockets=False,
         workers_kill_timeout=5,
+        **ssl_options,
     ).serve()
+
+
+def check_tls(cert: str | Path | None, key: str | Path | None) -> tuple[Path, Path] | None:
+    """Both files or neither; they must load as a matching PEM certificate chain and key.
+
+    Raises: TLSConfigError naming the file and what is wrong with it.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise TLSConfigError("TLS needs both a certificate and its private key")
+    cert_path, key_path = Path(cert), Path(key)
+    for what, path in (("certificate", cert_path), ("private key", key_path)):
+        if not path.is_file():
+            raise TLSConfigError(f"TLS {what} {path} does not exist or is not a file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key would prompt on the terminal: refuse it instead.
+        context.load_cert_chain(cert_path, key_path, password=_no_password)
+    except ssl.SSLError as exc:
+        raise TLSConfigError(
+            f"cannot use TLS certificate {cert_path} with key {key_path}: {exc.reason or exc} "
+            "(both PEM; the key unencrypted and matching the certificate)"
+        ) from exc
+    except (OSError, TypeError) as exc:
+        raise TLSConfigError(f"cannot load TLS key {key_path}: {exc}") from exc
+    return cert_path, key_path
+
+
+def _no_password() -> str:
+    raise TypeError("the private key is encrypted; decrypt it (openssl pkey -in KEY -out NEW)")
 
 
 def worker_app() -> RegistryApp:
@@ -82,7 +138,9 @@ def _die_with_parent() -> None:
         pass  # not Linux: the worker then outlives a killed parent, as granian's do
 
 
-def _run_uvicorn(app: RegistryApp, host: str, port: int, log_level: str) -> None:
+def _run_uvicorn(
+    app: RegistryApp, host: str, port: int, log_level: str, tls: tuple[Path, Path] | None
+) -> None:
     import uvicorn
 
     def has(module: str) -> bool:
@@ -98,4 +156,6 @@ def _run_uvicorn(app: RegistryApp, host: str, port: int, log_level: str) -> None
         loop="uvloop" if has("uvloop") else "asyncio",
         lifespan="off",
         timeout_keep_alive=30,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
