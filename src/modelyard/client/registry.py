@@ -21,7 +21,8 @@ import httpx
 
 from modelyard import __version__
 from modelyard.client.auth import DOCKER_HUB, Authenticator, Credentials, find_credentials
-from modelyard.client.transport import base_url, iter_file_range
+from modelyard.client.tls import connection
+from modelyard.client.transport import iter_file_range
 from modelyard.errors import (
     AuthenticationError,
     DigestMismatch,
@@ -115,6 +116,8 @@ class RegistryClient:
         plain_http: force `http://` (True) or `https://` (False); default: plain HTTP for
             loopback hosts only, as Docker does.
         insecure: do not verify TLS certificates.
+        ca_cert: a PEM file of CA certificates to trust besides the default ones (see
+            `modelyard.client.tls` for `certs.d` directories and environment variables).
         transport: an `httpx.BaseTransport` to send through (tests pass an in-process one).
         credentials: explicit credentials; default: looked up in the login files on first need.
         chunk_size: blobs bigger than this are uploaded in PATCH chunks of this size.
@@ -131,6 +134,7 @@ class RegistryClient:
         *,
         plain_http: bool | None = None,
         insecure: bool = False,
+        ca_cert: str | Path | None = None,
         transport: httpx.BaseTransport | None = None,
         credentials: Credentials | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -140,7 +144,7 @@ class RegistryClient:
     ) -> None:
         self.registry = registry
         endpoint = _DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
-        self.base = base_url(endpoint, plain_http)
+        self.base, verify = connection(endpoint, plain_http, insecure, ca_cert)
         self.auth = Authenticator(
             registry, credentials if credentials is not None else lambda: find_credentials(registry)
         )
@@ -149,7 +153,7 @@ class RegistryClient:
         self.backoff = backoff
         self._http = httpx.Client(
             transport=transport,
-            verify=not insecure,
+            verify=verify,
             timeout=httpx.Timeout(timeout, connect=15.0),
             # Identity: digests are over the stored bytes, never over a transfer encoding.
             headers={"User-Agent": f"modelyard/{__version__}", "Accept-Encoding": "identity"},
