@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 _TRANSPORT_OPTIONS = [
     click.option(
-        "--plain-http",
-        is_flag=True,
+        "--plain-http/--https",
         default=None,
-        help="Speak HTTP, not HTTPS (the default for localhost and 127.0.0.1 anyway).",
+        help="Speak HTTP or HTTPS. Default: HTTP for localhost and 127.0.0.1 (unless a CA is "
+        "given for them), HTTPS for any other registry.",
+    ),
+    click.option(
+        "--ca-cert",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Also trust the CA certificates of this PEM file (like $MODELYARD_CA_CERT). "
+        "Trusted too: $SSL_CERT_FILE, /etc/docker/certs.d/HOST:PORT/*.crt.",
     ),
     click.option(
         "--insecure", is_flag=True, help="Use HTTPS without verifying the TLS certificate."
@@ -25,6 +33,14 @@ def _transport_options(fn: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(_TRANSPORT_OPTIONS):
         fn = option(fn)
     return fn
+
+
+def _trust(ca_cert: str | None) -> None:
+    """Hand --ca-cert to every registry client of this process (lazy pulls included)."""
+    if ca_cert:
+        from modelyard.client.tls import CA_ENV
+
+        os.environ[CA_ENV] = os.path.abspath(ca_cert)
 
 
 def _platform(value: str | None) -> str | None:
@@ -49,6 +65,7 @@ def push(
     ref: str,
     tag: str | None,
     plain_http: bool | None,
+    ca_cert: str | None,
     insecure: bool,
     quiet: bool,
     as_json: bool,
@@ -65,6 +82,7 @@ def push(
     """
     from modelyard.client.push import push as do_push
 
+    _trust(ca_cert)
     result = do_push(
         path, ref, tag=tag, quiet=quiet or as_json, plain_http=plain_http, insecure=insecure
     )
@@ -105,6 +123,7 @@ def pull(
     tag: str | None,
     platform: str | None,
     plain_http: bool | None,
+    ca_cert: str | None,
     insecure: bool,
     quiet: bool,
     as_json: bool,
@@ -119,6 +138,7 @@ def pull(
       modelyard pull localhost:5000/org/bert:v1 -o ./bert.oci
       modelyard pull localhost:5000/org/bert:v1 config.json tokenizer.json -o ./bert
     """
+    _trust(ca_cert)
     if paths:
         from modelyard.cli.lazy import pull_paths
 

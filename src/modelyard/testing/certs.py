@@ -1,4 +1,5 @@
-"""A throwaway certificate authority and server certificates for TLS tests.
+"""A throwaway certificate authority and server certificates for TLS tests, and our registry
+served over HTTPS with them.
 
 Made at test time with `cryptography` (EC P-256 keys, valid for a day), so that no key is
 ever committed. The server certificate names `127.0.0.1`, `::1` and `localhost`.
@@ -6,14 +7,24 @@ ever committed. The server certificate names `127.0.0.1`, `::1` and `localhost`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from modelyard.testing.peers import free_port, stop
+
 
 @dataclass(frozen=True)
-class TestCA:
+class CertAuthority:
     """PEM files: `ca_cert` signs `server_cert`; `server_key` is unencrypted."""
 
     ca_cert: Path
@@ -21,7 +32,7 @@ class TestCA:
     server_key: Path
 
 
-def make_ca(directory: Path, name: str = "modelyard test CA") -> TestCA:
+def make_ca(directory: Path, name: str = "modelyard test CA") -> CertAuthority:
     """Write `ca.crt`, `server.crt` (leaf then CA: a full chain) and `server.key`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -94,4 +105,42 @@ def make_ca(directory: Path, name: str = "modelyard test CA") -> TestCA:
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     key_path.chmod(0o600)
-    return TestCA(ca_path, cert_path, key_path)
+    return CertAuthority(ca_path, cert_path, key_path)
+
+
+@contextlib.contextmanager
+def modelyard_registry_tls(
+    root: Path, ca: CertAuthority, *args: str, timeout: float = 30
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`modelyard registry serve --tls-cert --tls-key ARGS` on a free port of 127.0.0.1;
+    yield `host:port` and the process once it answers over HTTPS, then stop it. Output goes
+    to `ROOT.log`."""
+    addr = f"127.0.0.1:{free_port()}"
+    log_path = root.parent / f"{root.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "registry", "serve", "--root", str(root),
+             "--addr", addr, "--tls-cert", str(ca.server_cert), "--tls-key", str(ca.server_key),
+             *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        verify = ssl.create_default_context(cafile=ca.ca_cert)
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"registry exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+                )
+            try:
+                httpx.get(f"https://{addr}/v2/", verify=verify, timeout=1.0)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield addr, proc
+    finally:
+        stop(proc)
