@@ -43,6 +43,17 @@ def _trust(ca_cert: str | None) -> None:
         os.environ[CA_ENV] = os.path.abspath(ca_cert)
 
 
+def _remote(ref: str) -> str:
+    """REF completed as Docker does: `ubuntu` -> `docker.io/library/ubuntu`."""
+    from modelyard.errors import InvalidReference
+    from modelyard.oci.reference import Reference
+
+    try:
+        return str(Reference.parse_remote(ref))
+    except InvalidReference as exc:
+        raise click.BadParameter(str(exc), param_hint="REF") from exc
+
+
 def _platform(value: str | None) -> str | None:
     if value is None:
         return None
@@ -72,9 +83,13 @@ def push(
 ) -> None:
     """Push an OCI layout, or a model directory (packed on the fly), to REF.
 
+    Blobs the registry already has are skipped, so pushing a new revision of a model sends
+    only the layers that changed.
     \b
-    REF is host[:port]/org/name[:tag]. Blobs the registry already has are skipped, so pushing
-    a new revision of a model sends only the layers that changed.
+    REF is [HOST[:PORT]/]NAME[:TAG][@DIGEST]. The first part of REF is the HOST if it
+    holds a '.' or a ':' or is 'localhost'; without a HOST, REF is on Docker Hub, as in
+    Docker: 'ubuntu' is docker.io/library/ubuntu:latest, 'org/model' docker.io/org/model.
+    NAME is lowercase components joined by '/'; TAG defaults to the layout's tag.
     \b
     Examples:
       modelyard push ./bert.oci localhost:5000/org/bert:v1
@@ -83,6 +98,7 @@ def push(
     from modelyard.client.push import push as do_push
 
     _trust(ca_cert)
+    ref = _remote(ref)
     result = do_push(
         path, ref, tag=tag, quiet=quiet or as_json, plain_http=plain_http, insecure=insecure
     )
@@ -130,6 +146,12 @@ def pull(
 ) -> None:
     """Pull REF into an OCI image layout, verifying every blob.
 
+    \b
+    REF is [HOST[:PORT]/]NAME[:TAG][@DIGEST]. The first part of REF is the HOST if it
+    holds a '.' or a ':' or is 'localhost'; without a HOST, REF is on Docker Hub, as in
+    Docker: 'ubuntu' is docker.io/library/ubuntu:latest, 'org/model' docker.io/org/model.
+    NAME is lowercase components joined by '/'; TAG defaults to latest.
+
     With PATHs, fetch only those files of the image into the directory -o (eStargz layers are
     read by byte ranges; files come through the shared content cache).
 
@@ -139,6 +161,7 @@ def pull(
       modelyard pull localhost:5000/org/bert:v1 config.json tokenizer.json -o ./bert
     """
     _trust(ca_cert)
+    ref = _remote(ref)
     if paths:
         from modelyard.cli.lazy import pull_paths
 

@@ -2,6 +2,18 @@
 
 The repository name grammar is the distribution-spec's; a first component with a `.` or a
 `:`, or `localhost`, is a registry host, as in Docker.
+
+`Reference.parse` only splits: a reference without a host keeps `registry=None` (a local
+name, as `pack -t org/model:v1` uses). `Reference.parse_remote` then completes it the way
+Docker does for anything sent to a registry:
+
+    ubuntu                      -> docker.io/library/ubuntu:latest
+    org/model:v1                -> docker.io/org/model:v1
+    index.docker.io/ubuntu      -> docker.io/library/ubuntu:latest
+    localhost:5000/org/model    -> localhost:5000/org/model:latest
+    ghcr.io/org/model@sha256:.. -> unchanged
+
+The API of docker.io is served from `registry-1.docker.io` (`api_host`).
 """
 
 from __future__ import annotations
@@ -22,6 +34,18 @@ _HOST_RE = re.compile(
 #: Longest repository name accepted (host excluded), as most registries do.
 MAX_NAME_LENGTH = 255
 DEFAULT_TAG = "latest"
+DOCKER_HUB = "docker.io"
+#: Where docker.io's registry API answers.
+DOCKER_HUB_API = "registry-1.docker.io"
+#: Host names that all mean Docker Hub in a reference.
+_DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API})
+#: Docker Hub's namespace of official images (`ubuntu` is `library/ubuntu`).
+_OFFICIAL = "library"
+
+
+def api_host(registry: str) -> str:
+    """The host serving `registry`'s API: `registry-1.docker.io` for Docker Hub."""
+    return DOCKER_HUB_API if registry in _DOCKER_HUB_ALIASES else registry
 
 
 def validate_name(name: str) -> str:
@@ -80,6 +104,34 @@ class Reference:
             validate_tag(tag)
         validate_name(rest)
         return cls(registry, rest, tag, digest)
+
+    @classmethod
+    def parse_remote(cls, value: str) -> Reference:
+        """Parse a reference to pull from or push to: Docker's defaults fill what is left out.
+
+        No host means Docker Hub (`docker.io`); on Docker Hub a one-component name is an
+        official image under `library/`. The tag stays None when absent (`canonical` shows
+        `latest`), so callers can still tell "no tag given".
+
+        Raises:
+            InvalidReference: as `parse`.
+        """
+        ref = cls.parse(value)
+        registry = ref.registry or DOCKER_HUB
+        name = ref.name
+        if registry in _DOCKER_HUB_ALIASES:
+            registry = DOCKER_HUB
+            if "/" not in name:
+                name = validate_name(f"{_OFFICIAL}/{name}")
+        return cls(registry, name, ref.tag, ref.digest)
+
+    @property
+    def canonical(self) -> str:
+        """The full form Docker shows: `docker.io/library/ubuntu:latest`."""
+        ref = self if self.registry else Reference.parse_remote(str(self))
+        if ref.tag or ref.digest:
+            return str(ref)
+        return f"{ref}:{DEFAULT_TAG}"
 
     @property
     def reference(self) -> str:
