@@ -8,14 +8,19 @@ on `login`, first match wins:
 3. `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`
 
 Each holds `{"auths": {"host[:port]": {"auth": base64("user:password")}}}` (or `username` and
-`password` fields). The token flow is Docker's: a 401 with
+`password` fields), or an `identitytoken`: an OAuth2 refresh token that `docker login` stores
+for registries that hand one out (Azure ACR among others); credential helpers return one as
+the user `<token>`. The token flow is Docker's: a 401 with
 `WWW-Authenticate: Bearer realm="...",service="...",scope="..."` sends the client to the realm
-for a token (with the credentials, if any), cached per scope until it expires.
+for a token, cached per scope until it expires. The realm gets the password credentials as
+Basic auth on a GET, or the identity token in a POST form
+(`grant_type=refresh_token&refresh_token=...&service=...&scope=...&client_id=modelyard`).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -24,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +43,35 @@ _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "registry-
 #: Tokens are refreshed this many seconds before they expire.
 _EXPIRY_MARGIN = 10.0
 _DEFAULT_TOKEN_LIFETIME = 60.0
+#: The user name credential helpers give for an identity token.
+_TOKEN_USER = "<token>"
+#: Sent as `client_id` in OAuth2 requests, as Docker sends "docker".
+CLIENT_ID = "modelyard"
 
 _PARAM_RE = re.compile(r'([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 
 
 @dataclass(frozen=True)
 class Credentials:
+    """A user name and password, or an identity (OAuth2 refresh) token."""
+
     username: str
     password: str
+    identity_token: str | None = field(default=None, repr=False)
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
+
+    def describe(self) -> str:
+        """For messages: `user 'bob'` or `the identity token`."""
+        if self.identity_token:
+            return "the identity token"
+        return f"user {self.username!r}"
+
+    def __repr__(self) -> str:  # never print secrets in tracebacks
+        kind = "identity token" if self.identity_token else "password"
+        return f"Credentials(username={self.username!r}, {kind}=***)"
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,13 @@ def _normalize_key(key: str) -> str:
 def _entry_credentials(entry: Any, source: Path) -> Credentials | None:
     if not isinstance(entry, dict):
         return None
+    identity = entry.get("identitytoken")
+    if isinstance(identity, str) and identity:
+        # Docker writes `auth` too (`<user>:` with no password); the token is what counts.
+        user = _TOKEN_USER
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            user = base64.b64decode(entry.get("auth") or "").decode().partition(":")[0] or user
+        return Credentials(user, "", identity)
     if entry.get("username") and entry.get("password") is not None:
         return Credentials(str(entry["username"]), str(entry["password"]))
     auth = entry.get("auth")
@@ -193,10 +222,8 @@ def _from_helper(helper: str, server: str) -> Credentials | None:
         user, secret = answer["Username"], answer["Secret"]
     except (ValueError, KeyError, TypeError) as exc:
         raise AuthenticationError(server, f"credential helper {helper} answered garbage") from exc
-    if user == "<token>":
-        raise AuthenticationError(
-            server, f"credential helper {helper} holds an identity token, which is not supported"
-        )
+    if user == _TOKEN_USER:
+        return Credentials(_TOKEN_USER, "", str(secret))
     return Credentials(str(user), str(secret))
 
 
@@ -242,7 +269,7 @@ class Authenticator:
             return None
         if challenge.scheme == "basic":
             creds = self.credentials
-            return creds.basic_header() if creds else None
+            return creds.basic_header() if creds and not creds.identity_token else None
         if challenge.scheme == "bearer":
             with self._lock:
                 token = self._tokens.get(scope)
@@ -276,9 +303,15 @@ class Authenticator:
         if challenge.scheme == "basic":
             if creds is None:
                 raise AuthenticationError(self.registry, self._no_credentials())
+            if creds.identity_token:
+                raise AuthenticationError(
+                    self.registry,
+                    "the registry asks for a password (Basic auth), but the login holds an "
+                    "identity token; log in again with a user name and password",
+                )
             if sent_auth and self._challenge is not None and self._challenge.scheme == "basic":
                 raise AuthenticationError(
-                    self.registry, f"credentials for user {creds.username!r} were refused"
+                    self.registry, f"credentials for {creds.describe()} were refused"
                 )
             self._challenge = challenge
             return
@@ -289,7 +322,7 @@ class Authenticator:
             if creds is None:
                 raise AuthenticationError(self.registry, self._no_credentials())
             raise AuthenticationError(
-                self.registry, f"user {creds.username!r} is not allowed to {_describe(scope)}"
+                self.registry, f"{creds.describe()} is not allowed to {_describe(scope)}"
             )
         self._challenge = challenge
         self.fetch_token(scope, client)
@@ -311,16 +344,20 @@ class Authenticator:
         realm = challenge.realm
         if not realm:
             raise AuthenticationError(self.registry, "bearer challenge without a realm")
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        if service := challenge.params.get("service"):
-            params.append(("service", service))
-        params.extend(("scope", s) for s in scope.split(" ") if s)
-        headers = {}
+        service = challenge.params.get("service")
         creds = self.credentials
-        if creds is not None:
-            headers["Authorization"] = creds.basic_header()
         try:
-            resp = client.get(realm, params=params, headers=headers)
+            if creds is not None and creds.identity_token:
+                resp = self._refresh_grant(client, realm, service, scope, creds.identity_token)
+            else:
+                params: list[tuple[str, str | int | float | bool | None]] = []
+                if service:
+                    params.append(("service", service))
+                params.extend(("scope", s) for s in scope.split(" ") if s)
+                headers = {}
+                if creds is not None:
+                    headers["Authorization"] = creds.basic_header()
+                resp = client.get(realm, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise AuthenticationError(
                 self.registry, f"token service {realm} unreachable: {exc}"
@@ -329,7 +366,7 @@ class Authenticator:
             if creds is None:
                 raise AuthenticationError(self.registry, self._no_credentials())
             raise AuthenticationError(
-                self.registry, f"credentials for user {creds.username!r} were refused"
+                self.registry, f"credentials for {creds.describe()} were refused"
             )
         if resp.status_code != 200:
             raise AuthenticationError(
@@ -345,9 +382,29 @@ class Authenticator:
             ) from exc
         if not isinstance(value, str) or not value:
             raise AuthenticationError(self.registry, f"token service {realm} gave no token")
+        rotated = body.get("refresh_token")
+        if creds is not None and creds.identity_token and isinstance(rotated, str) and rotated:
+            # The realm may rotate the refresh token: later fetches of this run use the new one.
+            self._credentials = Credentials(creds.username, "", rotated)
         expires = time.monotonic() + max(lifetime - _EXPIRY_MARGIN, 1.0)
         with self._lock:
             self._tokens[scope] = _Token(value, expires)
+
+    @staticmethod
+    def _refresh_grant(
+        client: httpx.Client, realm: str, service: str | None, scope: str, refresh_token: str
+    ) -> httpx.Response:
+        """Docker's OAuth2 request for an access token in exchange for an identity token."""
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": CLIENT_ID,
+        }
+        if scopes := " ".join(s for s in scope.split(" ") if s):
+            form["scope"] = scopes
+        if service:
+            form["service"] = service
+        return client.post(realm, data=form)
 
     def _no_credentials(self) -> str:
         return (
