@@ -6,6 +6,8 @@ import gzip
 import hashlib
 import io
 import os
+import random
+import struct
 import subprocess
 import tarfile
 import zlib
@@ -15,7 +17,8 @@ import zstandard
 
 from modelyard.errors import InvalidDigest, InvalidManifest, InvalidReference
 from modelyard.oci import mediatypes as mt
-from modelyard.oci.compress import CHUNK, GZIP_HEADER, LayerStream
+from modelyard.oci import sha256
+from modelyard.oci.compress import CHUNK, GZIP_HEADER, STORED_BLOCK, LayerStream, stored_frame
 from modelyard.oci.descriptor import Descriptor
 from modelyard.oci.digest import Digest
 from modelyard.oci.manifest import ImageIndex, ImageManifest, parse_manifest
@@ -100,14 +103,54 @@ def test_layer_stream_round_trip_and_digests(mode: str) -> None:
 def test_auto_stores_incompressible_chunks_byte_exactly() -> None:
     data = os.urandom(CHUNK)
     blob, _ = _layer(data, "auto")
-    # Stored blocks: 5-byte header per 65535 bytes, then the final empty block and trailer.
-    blocks = -(-len(data) // 0xFFFF)
-    assert len(blob) == len(GZIP_HEADER) + len(data) + 5 * blocks + 5 + 8
+    # Stored blocks of 65472 bytes (a multiple of 64), each after a frame of empty deflate
+    # blocks that puts the content at a blob offset congruent to its tar offset mod 64: the
+    # first frame fills the gzip header's 10 bytes up to 64, the others are 64 bytes.
+    blocks = -(-len(data) // STORED_BLOCK)
+    assert STORED_BLOCK == 65472
+    assert len(blob) == len(GZIP_HEADER) + 54 + 64 * (blocks - 1) + len(data) + 5 + 8
     assert blob[:10] == GZIP_HEADER
-    assert blob[10:15] == b"\x00\xff\xff\x00\x00"  # BFINAL=0, stored, LEN=65535, NLEN
-    assert blob[15 : 15 + 0xFFFF] == data[:0xFFFF]
+    for k in range(blocks):
+        at = 64 + k * (STORED_BLOCK + 64)
+        piece = data[k * STORED_BLOCK : (k + 1) * STORED_BLOCK]
+        assert blob[at - 4 : at] == struct.pack("<HH", len(piece), len(piece) ^ 0xFFFF)
+        assert blob[at : at + len(piece)] == piece
+    assert zlib.decompress(blob, 31) == data
     # Output does not depend on how the writes were sliced.
     assert _layer(data, "auto", pieces=1)[0] == _layer(data, "auto", pieces=13)[0] == blob
+
+
+def test_stored_frames_are_valid_deflate_of_every_size() -> None:
+    for shift in range(64):
+        frame = stored_frame(3, shift)
+        assert len(frame) % 64 == shift and len(frame) >= 5
+        assert zlib.decompressobj(-15).decompress(frame + b"abc") == b"abc"
+
+
+def test_layer_digests_match_hashlib_whatever_the_slicing() -> None:
+    """The one-pass hashing (diff_id, blob digest and an attached file hash together) gives
+    what hashlib gives, for mixed content and awkward write sizes."""
+    rng = random.Random(7)
+    data = os.urandom(3 * CHUNK + 12345) + b"text " * 300_000 + os.urandom(100_000)
+    for mode in ("auto", "gzip", "none", "zstd"):
+        for _ in range(2):
+            out = bytearray()
+            stream = LayerStream(out.extend, mode)
+            file_hash = sha256.new()
+            stream.write(b"x" * 512)  # like a tar header: not part of the file
+            stream.attach(file_hash)
+            pos = 0
+            while pos < len(data):
+                n = rng.choice([1, 63, 4096, 65472, 1 << 20, 9 << 20])
+                stream.write(data[pos : pos + n])
+                pos += n
+            stream.detach()
+            stream.write(b"\0" * 1024)
+            digests = stream.close()
+            layer = b"x" * 512 + data + b"\0" * 1024
+            assert digests.diff_id == "sha256:" + hashlib.sha256(layer).hexdigest()
+            assert digests.digest == "sha256:" + hashlib.sha256(out).hexdigest()
+            assert file_hash.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_auto_compresses_text_and_gzip_tool_accepts(tmp_path) -> None:  # type: ignore[no-untyped-def]

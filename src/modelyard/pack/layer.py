@@ -3,7 +3,6 @@ single streaming pass, together with each file's own sha256."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from modelyard.errors import SourceError
+from modelyard.oci import sha256
 from modelyard.oci.compress import LayerDigests, LayerStream
 from modelyard.oci.digest import aligned_buffer, iter_chunks
 from modelyard.oci.estargz import EStargzWriter
@@ -56,11 +56,14 @@ def write_layer(
     """
     stream: LayerStream | None = None
     tar: TarWriter | EStargzWriter
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="layer-sha256")
     if layer_format == "estargz":
         # The eStargz writer compresses and hashes itself, per file and per chunk.
         tar = EStargzWriter(out.write, mtime, level, compression)
     else:
-        stream = LayerStream(out.write, compression, level)
+        # Hashing (diff_id, blob digest, each file's sha256, in one pass) runs on `hasher`
+        # while this thread reads, compresses and writes: a single-file layer uses two cores.
+        stream = LayerStream(out.write, compression, level, hash_executor=hasher)
         tar = TarWriter(stream.write, mtime)
     paths = [f.path for f in plan.files]
     entries: list[tuple[list[str], str | None]] = [(d.split("/"), None) for d in parent_dirs(paths)]
@@ -68,61 +71,52 @@ def write_layer(
     entries.extend((p.split("/"), p) for p in paths)
     entries.sort(key=lambda e: e[0])
     digests: list[FileDigest] = []
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="file-sha256")
     try:
-        _write_entries(entries, by_path, tar, hasher, progress, digests)
+        _write_entries(entries, by_path, tar, stream, progress, digests)
+        if isinstance(tar, EStargzWriter):
+            return LayerResult(plan, tar.close(), tuple(digests))
+        tar.close()
+        assert stream is not None
+        return LayerResult(plan, stream.close(), tuple(digests))
     finally:
         hasher.shutdown()
-    if isinstance(tar, EStargzWriter):
-        return LayerResult(plan, tar.close(), tuple(digests))
-    tar.close()
-    assert stream is not None
-    return LayerResult(plan, stream.close(), tuple(digests))
 
 
-def _copy_hashing(
+def _copy(
     src: BinaryIO,
     write: Callable[[memoryview], object],
-    h: hashlib._Hash,
-    hasher: ThreadPoolExecutor,
+    stream: LayerStream,
     progress: Progress | None,
 ) -> None:
-    """Copy `src` into `write` while a second thread computes the file's own sha256.
-
-    Two aligned buffers alternate: while the layer stream consumes one (tar digest, compression,
-    blob digest), the other thread hashes it; a buffer is refilled only after its hash is done.
-    hashlib releases the GIL, so a single-file layer uses two cores.
-    """
+    """Copy `src` into `write` (the tar writer in front of `stream`) through two aligned
+    buffers that alternate: a buffer is refilled only once the stream's hashing of it is done
+    (`stream.fence()`), so reading and writing one overlap with hashing the other."""
     bufs = [memoryview(aligned_buffer()), memoryview(aligned_buffer())]
-    pending: list[Future[None] | None] = [None, None]
+    fences: list[Future[None] | None] = [None, None]
     i = 0
-    try:
-        while True:
-            slot = i % 2
-            job = pending[slot]
-            if job is not None:
-                job.result()
-                pending[slot] = None
-            n = src.readinto(bufs[slot])  # type: ignore[attr-defined]
-            if not n:
-                break
-            chunk = bufs[slot][:n]
-            pending[slot] = hasher.submit(h.update, chunk)
-            write(chunk)
-            if progress:
-                progress(n)
-            i += 1
-    finally:
-        for job in pending:
-            if job is not None:
-                job.result()
+    while True:
+        slot = i % 2
+        fence = fences[slot]
+        if fence is not None:
+            fence.result()
+        n = src.readinto(bufs[slot])  # type: ignore[attr-defined]
+        if not n:
+            break
+        write(bufs[slot][:n])
+        fences[slot] = stream.fence()
+        if progress:
+            progress(n)
+        i += 1
+    for fence in fences:
+        if fence is not None:
+            fence.result()
 
 
 def _write_entries(
     entries: list[tuple[list[str], str | None]],
     by_path: dict[str, SourceFile],
     tar: TarWriter | EStargzWriter,
-    hasher: ThreadPoolExecutor,
+    stream: LayerStream | None,
     progress: Progress | None,
     digests: list[FileDigest],
 ) -> None:
@@ -131,18 +125,22 @@ def _write_entries(
             tar.add_dir("/".join(parts))
             continue
         f = by_path[file_path]
-        h = None if isinstance(tar, EStargzWriter) else hashlib.sha256()
+        h = None if stream is None else sha256.new()
         try:
             with open(f.real, "rb", buffering=0) as src:
                 os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 tar.begin_file(f.path, f.size)
-                if h is None:
+                if h is None or stream is None:
                     for chunk in iter_chunks(src):
                         tar.write(chunk)
                         if progress:
                             progress(len(chunk))
                 else:
-                    _copy_hashing(src, tar.write, h, hasher, progress)
+                    stream.attach(h)
+                    try:
+                        _copy(src, tar.write, stream, progress)
+                    finally:
+                        stream.detach()
                 file_digest = tar.end_file() or "sha256:" + h.hexdigest()  # type: ignore[union-attr]
         except OSError as exc:
             raise SourceError(f"cannot read {f.path}: {exc.strerror or exc}") from exc
