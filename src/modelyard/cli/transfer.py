@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 
 import click
 
@@ -41,6 +43,23 @@ def _trust(ca_cert: str | None) -> None:
         from modelyard.client.tls import CA_ENV
 
         os.environ[CA_ENV] = os.path.abspath(ca_cert)
+
+
+@contextlib.contextmanager
+def _tls_hint() -> Iterator[None]:
+    """Say how to trust a registry whose certificate was refused."""
+    from modelyard.errors import RegistryUnreachable
+
+    try:
+        yield
+    except RegistryUnreachable as exc:
+        if "CERTIFICATE_VERIFY_FAILED" not in exc.reason:
+            raise
+        hint = (
+            "; to trust its CA, pass --ca-cert FILE or put it in "
+            f"/etc/docker/certs.d/{exc.registry}/ca.crt (or skip checks with --insecure)"
+        )
+        raise RegistryUnreachable(exc.registry, exc.reason + hint) from exc
 
 
 def _remote(ref: str) -> str:
@@ -99,9 +118,10 @@ def push(
 
     _trust(ca_cert)
     ref = _remote(ref)
-    result = do_push(
-        path, ref, tag=tag, quiet=quiet or as_json, plain_http=plain_http, insecure=insecure
-    )
+    with _tls_hint():
+        result = do_push(
+            path, ref, tag=tag, quiet=quiet or as_json, plain_http=plain_http, insecure=insecure
+        )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -162,30 +182,31 @@ def pull(
     """
     _trust(ca_cert)
     ref = _remote(ref)
-    if paths:
-        from modelyard.cli.lazy import pull_paths
+    with _tls_hint():
+        if paths:
+            from modelyard.cli.lazy import pull_paths
 
-        pull_paths(
+            pull_paths(
+                ref,
+                paths,
+                output,
+                platform=platform,
+                plain_http=plain_http,
+                insecure=insecure,
+                as_json=as_json,
+            )
+            return
+        from modelyard.client.pull import pull as do_pull
+
+        result = do_pull(
             ref,
-            paths,
             output,
+            tag=tag,
             platform=platform,
+            quiet=quiet or as_json,
             plain_http=plain_http,
             insecure=insecure,
-            as_json=as_json,
         )
-        return
-    from modelyard.client.pull import pull as do_pull
-
-    result = do_pull(
-        ref,
-        output,
-        tag=tag,
-        platform=platform,
-        quiet=quiet or as_json,
-        plain_http=plain_http,
-        insecure=insecure,
-    )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
