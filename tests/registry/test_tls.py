@@ -144,3 +144,36 @@ def test_auth_over_plain_http_off_loopback_warns(
 
     loopback = runner.invoke(registry, [*base, "--addr", "127.0.0.1:5000"])
     assert "clear text" not in loopback.stderr
+
+
+def test_realm_behind_a_tls_terminating_proxy(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from modelyard.registry.app import create_app
+
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", "alice", "pw")
+    app = create_app(tmp_path / "root", htpasswd=htpasswd)
+    with TestClient(app, base_url="http://internal:5000") as c:
+        proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "reg.example"}
+        r = c.get("/v2/", headers=proxied)
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="https://reg.example/token"')
+        # A header that would break the challenge's syntax is ignored.
+        r = c.get("/v2/", headers={"X-Forwarded-Host": 'evil" x="', "X-Forwarded-Proto": "ftp"})
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="http://internal:5000/token"')
+    fixed = create_app(tmp_path / "root", htpasswd=htpasswd, realm="https://auth.example/token")
+    with TestClient(fixed, base_url="http://internal:5000") as c:
+        r = c.get("/v2/org/m/tags/list")
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="https://auth.example/token"')
+
+
+def test_token_realm_option(tmp_path: Path) -> None:
+    from modelyard.testing.peers import modelyard_registry
+
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", "alice", "pw")
+    realm = "https://auth.example/token"
+    args = ("--htpasswd", str(htpasswd), "--token-realm", realm)
+    with modelyard_registry(tmp_path / "root", *args) as (addr, _):
+        r = httpx.get(f"http://{addr}/v2/")
+        assert r.headers["WWW-Authenticate"].startswith(f'Bearer realm="{realm}"')
+    bad = serve_cli("--root", str(tmp_path / "r2"), "--token-realm", "auth.example/token")
+    assert bad.returncode == 2 and "--token-realm" in bad.stderr

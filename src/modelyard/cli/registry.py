@@ -64,6 +64,13 @@ def registry() -> None:
     help="The unencrypted PEM private key of --tls-cert.",
 )
 @click.option(
+    "--token-realm",
+    metavar="URL",
+    default=None,
+    help="Token endpoint URL to advertise in challenges [default: /token on the scheme and "
+    "host the client reached, X-Forwarded-Proto/-Host of a proxy in front included].",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -98,6 +105,7 @@ def serve(
     anonymous_pull: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    token_realm: str | None,
     log_level: str,
     server: str,
     hf_proxy: bool,
@@ -127,6 +135,8 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     check_tls(tls_cert, tls_key)  # a bad pair fails here, before anything is printed
+    if token_realm and not token_realm.startswith(("https://", "http://")):
+        raise click.BadParameter("expected an http(s):// URL", param_hint="--token-realm")
     if not htpasswd and not _is_loopback(host):
         click.echo(f"warning: serving {host} without --htpasswd: anyone can push", err=True)
     if htpasswd and not tls_cert and not _is_loopback(host):
@@ -157,6 +167,7 @@ def serve(
         ttl,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        realm=token_realm,
     )
 
 

@@ -33,6 +33,8 @@ from modelyard.registry.service import Registry, check_name
 from modelyard.storage.local import LocalDriver
 
 log = logging.getLogger("modelyard.registry")
+#: What may go into the realm URL from request headers (no quotes, no path).
+_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,17 @@ ROUTES = [
 class RegistryApp:
     """ASGI callable serving the distribution API over a `Registry`."""
 
-    def __init__(self, registry: Registry, authorizer: Authorizer | None = None) -> None:
+    def __init__(
+        self, registry: Registry, authorizer: Authorizer | None = None, realm: str | None = None
+    ) -> None:
+        """`realm`: the token endpoint URL to advertise; default: this server's `/token`
+        as the client reached it (see `_realm`)."""
         self.registry = registry
         self.auth = authorizer or Authorizer()
+        self.realm = realm
+
+    def _realm(self, request: Request) -> str:
+        return self.realm or _realm(request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -93,7 +103,7 @@ class RegistryApp:
             response = await self._dispatch(request)
         except RegistryError as err:
             if err.status == 401 and "WWW-Authenticate" not in err.headers:
-                err.headers["WWW-Authenticate"] = self.auth.challenge(_realm(request)).headers[
+                err.headers["WWW-Authenticate"] = self.auth.challenge(self._realm(request)).headers[
                     "WWW-Authenticate"
                 ]
             response = error_response(err, head=request.method == "HEAD")
@@ -115,7 +125,7 @@ class RegistryApp:
         path = request.url.path
         method = request.method
         identity = self.auth.identify(request.headers.get("authorization"))
-        realm = _realm(request)
+        realm = self._realm(request)
         if path in ("/v2", "/v2/"):
             if not self.auth.open and identity.user is None and identity.scopes is None:
                 # Docker clients learn where to get tokens from this answer.
@@ -180,8 +190,19 @@ class RegistryApp:
 
 
 def _realm(request: Request) -> str:
-    host = request.headers.get("host") or "localhost"
-    return f"{request.url.scheme}://{host}/token"
+    """`/token` on the scheme and host the client used, as a TLS-terminating proxy in front
+    reports them (`X-Forwarded-Proto`, `X-Forwarded-Host`). Trusting these headers is safe
+    here: the realm only goes back to the client that sent them."""
+    headers = request.headers
+    scheme = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    if scheme not in ("http", "https"):
+        scheme = request.url.scheme
+    host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    if not _HOST_RE.match(host):
+        host = headers.get("host", "")
+        if not _HOST_RE.match(host):
+            host = "localhost"
+    return f"{scheme}://{host}/token"
 
 
 def create_app(
@@ -190,6 +211,7 @@ def create_app(
     policy: str | Path | None = None,
     anonymous_pull: bool = False,
     hf_ttl: float | None = None,
+    realm: str | None = None,
 ) -> RegistryApp:
     """The registry app over a local directory (what `modelyard registry serve` runs).
 
@@ -197,6 +219,9 @@ def create_app(
 
     Example:
         >>> app = create_app("/srv/registry")  # then serve it with any ASGI server
+
+    `realm`: the token endpoint URL to advertise in challenges (behind a proxy that rewrites
+    paths, say); default: `/token` on the scheme and host the client reached.
 
     `hf_ttl`: serve `hf/ORG/NAME:REV` by pull-through from the Hugging Face Hub, re-resolving
     moving revisions after that many seconds (see `modelyard.hub.proxy`); None: off.
@@ -207,4 +232,4 @@ def create_app(
 
         registry.pull_through = HubProxy(registry, ttl=hf_ttl).ensure
     key_file = Path(root) / "auth" / "token.key"
-    return RegistryApp(registry, Authorizer(htpasswd, policy, anonymous_pull, key_file))
+    return RegistryApp(registry, Authorizer(htpasswd, policy, anonymous_pull, key_file), realm)

@@ -42,11 +42,13 @@ def run(
     hf_ttl: float | None = None,
     tls_cert: str | Path | None = None,
     tls_key: str | Path | None = None,
+    realm: str | None = None,
 ) -> None:
     """Serve until interrupted. Configuration errors surface here, before the server starts.
 
     `tls_cert` (PEM, the server certificate followed by any intermediates) and `tls_key`
-    (PEM, unencrypted) switch the server to HTTPS.
+    (PEM, unencrypted) switch the server to HTTPS. `realm`: the token URL to advertise
+    (default: `/token` on the scheme and host each client reached).
 
     Raises: AuthConfigError, TLSConfigError for unusable files.
     """
@@ -57,6 +59,7 @@ def run(
         "policy": str(policy) if policy else None,
         "anonymous_pull": anonymous_pull,
         "hf_ttl": hf_ttl,  # hub pull-through
+        "realm": realm,
     }
     app = create_app(**config)  # validates the htpasswd and policy files
     if server == "granian" and importlib.util.find_spec("granian") is None:
