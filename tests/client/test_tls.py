@@ -55,6 +55,17 @@ def test_push_and_pull_with_ca_cert(tls_registry, pki, model_layout, tmp_path):
     assert Layout.open(back).resolve("v1").digest == pushed_digest(out)
 
 
+def test_file_pull_with_ca_cert(tls_registry, pki, model_layout, tmp_path):
+    """`pull REF PATH` goes through the lazy reader's own client: it trusts --ca-cert too."""
+    ref = f"{tls_registry}/org/files:v1"
+    rc, _, err = run_cli("push", str(model_layout), ref, "--ca-cert", str(pki.ca_cert), "-q")
+    assert rc == 0, err
+    out = tmp_path / "files"
+    rc, _, err = run_cli("pull", ref, "config.json", "-o", str(out), "--ca-cert", str(pki.ca_cert))
+    assert rc == 0, err
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 32
+
+
 def test_an_untrusted_certificate_is_refused(tls_registry, model_layout):
     ref = f"{tls_registry}/org/untrusted:v1"
     rc, _, err = run_cli("push", str(model_layout), ref, "--https", "-q")
