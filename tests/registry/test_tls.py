@@ -177,3 +177,23 @@ def test_token_realm_option(tmp_path: Path) -> None:
         assert r.headers["WWW-Authenticate"].startswith(f'Bearer realm="{realm}"')
     bad = serve_cli("--root", str(tmp_path / "r2"), "--token-realm", "auth.example/token")
     assert bad.returncode == 2 and "--token-realm" in bad.stderr
+
+
+def test_buildah_pull_and_push_over_https(
+    tmp_path: Path, ca: CertAuthority, model_layout: Path
+) -> None:
+    from modelyard.testing.peers import buildah_env
+
+    certs = cert_dir(ca, tmp_path / "certs")
+    buildah = buildah_env(tmp_path / "buildah")
+    with modelyard_registry_tls(tmp_path / "root", ca) as (addr, _):
+        run([require("skopeo"), "copy", "--all", "--dest-cert-dir", str(certs),
+             f"oci:{model_layout}:v1", f"docker://{addr}/org/model:v1"])  # fmt: skip
+        run([*buildah, "pull", "--cert-dir", str(certs), f"docker://{addr}/org/model:v1"])
+        run([*buildah, "push", "--cert-dir", str(certs), f"{addr}/org/model:v1",
+             f"docker://{addr}/org/copy:v1"])  # fmt: skip
+        r = httpx.get(
+            f"https://{addr}/v2/org/copy/tags/list",
+            verify=ssl.create_default_context(cafile=ca.ca_cert),
+        )
+        assert r.json()["tags"] == ["v1"]
