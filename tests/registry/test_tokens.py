@@ -7,6 +7,7 @@ import base64
 import json
 import multiprocessing
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,32 @@ def test_a_password_change_revokes_refresh_tokens(tmp_path: Path, htpasswd: Path
     with TestClient(create_app(tmp_path / "root", htpasswd=htpasswd), base_url="http://r") as c:
         r = c.post("/token", data={"grant_type": "refresh_token", "refresh_token": refresh})
         assert_unauthorized(r)
+
+
+def test_skopeo_signs_in_with_an_identity_token(
+    tmp_path: Path, htpasswd: Path, model_layout: Path
+) -> None:
+    """containers/image trades `identitytoken` with the refresh-token grant, as Docker does."""
+    from modelyard.testing.peers import require, run
+
+    with serving(tmp_path / "root", "--htpasswd", str(htpasswd)) as srv:
+        form = {"grant_type": "password", "username": "alice", "password": "alice-pw",
+                "access_type": "offline", "client_id": "test"}  # fmt: skip
+        refresh = httpx.post(f"{srv.url}/token", data=form).json()["refresh_token"]
+        auth_file = tmp_path / "identity-auth.json"
+        entry = {"auth": base64.b64encode(b"alice:").decode(), "identitytoken": refresh}
+        auth_file.write_text(json.dumps({"auths": {srv.addr: entry}}))
+        ref = f"docker://{srv.addr}/org/m:v1"
+        run([require("skopeo"), "copy", "--all", "--dest-tls-verify=false",
+             "--dest-authfile", str(auth_file), f"oci:{model_layout}:v1", ref])  # fmt: skip
+        raw = run([require("skopeo"), "inspect", "--tls-verify=false", "--authfile",
+                   str(auth_file), "--raw", ref]).stdout  # fmt: skip
+        assert json.loads(raw)["schemaVersion"] == 2
+        entry["identitytoken"] = "forged"
+        auth_file.write_text(json.dumps({"auths": {srv.addr: entry}}))
+        refused = subprocess.run(
+            [require("skopeo"), "inspect", "--tls-verify=false", "--authfile", str(auth_file),
+             "--raw", ref],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode != 0
