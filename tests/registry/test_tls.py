@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 
 from modelyard.testing.certs import CertAuthority, make_ca, modelyard_registry_tls
 from modelyard.testing.peers import require, run, write_htpasswd
@@ -109,8 +110,13 @@ def test_unusable_tls_files_fail_before_serving(tmp_path: Path, ca: CertAuthorit
     half = serve_cli("--root", root, "--tls-cert", str(ca.server_cert))
     assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr
     encrypted = tmp_path / "encrypted.key"
-    run(["openssl", "pkey", "-in", str(ca.server_key), "-aes256", "-passout", "pass:x",
-         "-out", str(encrypted)])  # fmt: skip
+    encrypted.write_bytes(
+        serialization.load_pem_private_key(ca.server_key.read_bytes(), None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"x"),
+        )
+    )
     enc = serve_cli("--root", root, "--tls-cert", str(ca.server_cert),
                     "--tls-key", str(encrypted))  # fmt: skip
     assert enc.returncode == 1 and "encrypted" in enc.stderr
