@@ -102,6 +102,25 @@ def test_a_certs_d_directory_is_used_without_flags(tls_registry, pki, model_layo
     assert Layout.open(tmp_path / "back").resolve("v1").digest == pushed_digest(out)
 
 
+def test_client_certificate_from_certs_d(pki, model_layout, tmp_path):
+    """A registry that wants client certificates (mutual TLS) gets the certs.d pair."""
+    args = ("--tls-client-ca", str(pki.ca_cert))
+    with modelyard_registry_tls(tmp_path / "root", pki, *args) as (addr, _):
+        ref = f"{addr}/org/mtls:v1"
+        rc, _, err = run_cli("push", str(model_layout), ref, "--ca-cert", str(pki.ca_cert), "-q")
+        assert rc == 1 and "error:" in err  # no client certificate: the handshake fails
+        certs = tmp_path / "xdg-config" / "containers" / "certs.d" / addr
+        certs.mkdir(parents=True)
+        shutil.copy(pki.ca_cert, certs / "ca.crt")
+        shutil.copy(pki.client_cert, certs / "client.cert")
+        shutil.copy(pki.client_key, certs / "client.key")
+        rc, out, err = run_cli("push", str(model_layout), ref, "--json")
+        assert rc == 0, err
+        rc, _, err = run_cli("pull", ref, "-o", str(tmp_path / "back"), "-q")
+        assert rc == 0, err
+        assert Layout.open(tmp_path / "back").resolve("v1").digest == pushed_digest(out)
+
+
 def test_insecure_skips_verification(tls_registry, model_layout):
     ref = f"{tls_registry}/org/insecure:v1"
     rc, _, err = run_cli("push", str(model_layout), ref, "--https", "--insecure", "-q")
@@ -159,8 +178,8 @@ def test_certs_d_with_a_client_certificate(tmp_path, pki, monkeypatch):
     directory = etc / "reg.example:5000"
     directory.mkdir(parents=True)
     shutil.copy(pki.ca_cert, directory / "ca.crt")
-    shutil.copy(pki.server_cert, directory / "client.cert")  # any matching pair will do
-    shutil.copy(pki.server_key, directory / "client.key")
+    shutil.copy(pki.client_cert, directory / "client.cert")
+    shutil.copy(pki.client_key, directory / "client.key")
     monkeypatch.setattr("modelyard.client.tls.certs_d_roots", lambda: [etc])
     settings = tls_settings("reg.example:5000")
     assert settings.ca_files == (directory / "ca.crt",)

@@ -203,3 +203,32 @@ def test_buildah_pull_and_push_over_https(
             verify=ssl.create_default_context(cafile=ca.ca_cert),
         )
         assert r.json()["tags"] == ["v1"]
+
+
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_mutual_tls(tmp_path: Path, ca: CertAuthority, model_layout: Path, server: str) -> None:
+    """--tls-client-ca: only clients with a certificate of that CA get through the handshake."""
+    certs = cert_dir(ca, tmp_path / "certs")
+    with_client = cert_dir(ca, tmp_path / "certs-client")
+    shutil.copy(ca.client_cert, with_client / "client.cert")
+    shutil.copy(ca.client_key, with_client / "client.key")
+    args = ("--tls-client-ca", str(ca.ca_cert), "--server", server)
+    with modelyard_registry_tls(tmp_path / "root", ca, *args) as (addr, _):
+        url = f"https://{addr}/v2/"
+        curl = ["curl", "-sS", "--cacert", str(ca.ca_cert)]
+        refused = subprocess.run([*curl, url], capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and refused.stdout != "{}"
+        out = run([*curl, "--cert", str(ca.client_cert), "--key", str(ca.client_key), url])
+        assert out.stdout == "{}"
+        ref = f"docker://{addr}/org/model:v1"
+        skopeo = require("skopeo")
+        denied = subprocess.run(
+            [skopeo, "copy", "--all", "--dest-cert-dir", str(certs),
+             f"oci:{model_layout}:v1", ref],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert denied.returncode != 0
+        run([skopeo, "copy", "--all", "--dest-cert-dir", str(with_client),
+             f"oci:{model_layout}:v1", ref])  # fmt: skip
+    half = serve_cli("--root", str(tmp_path / "r2"), "--tls-client-ca", str(ca.ca_cert))
+    assert half.returncode == 2 and "--tls-client-ca needs --tls-cert" in half.stderr

@@ -64,6 +64,12 @@ def registry() -> None:
     help="The unencrypted PEM private key of --tls-cert.",
 )
 @click.option(
+    "--tls-client-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Mutual TLS: require client certificates signed by a CA of this PEM file.",
+)
+@click.option(
     "--token-realm",
     metavar="URL",
     default=None,
@@ -105,6 +111,7 @@ def serve(
     anonymous_pull: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    tls_client_ca: str | None,
     token_realm: str | None,
     log_level: str,
     server: str,
@@ -134,6 +141,8 @@ def serve(
         raise click.UsageError("--policy needs --htpasswd")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca and not tls_cert:
+        raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     check_tls(tls_cert, tls_key)  # a bad pair fails here, before anything is printed
     if token_realm and not token_realm.startswith(("https://", "http://")):
         raise click.BadParameter("expected an http(s):// URL", param_hint="--token-realm")
@@ -168,6 +177,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         realm=token_realm,
+        tls_client_ca=tls_client_ca,
     )
 
 

@@ -43,16 +43,19 @@ def run(
     tls_cert: str | Path | None = None,
     tls_key: str | Path | None = None,
     realm: str | None = None,
+    tls_client_ca: str | Path | None = None,
 ) -> None:
     """Serve until interrupted. Configuration errors surface here, before the server starts.
 
     `tls_cert` (PEM, the server certificate followed by any intermediates) and `tls_key`
     (PEM, unencrypted) switch the server to HTTPS. `realm`: the token URL to advertise
-    (default: `/token` on the scheme and host each client reached).
+    (default: `/token` on the scheme and host each client reached). `tls_client_ca` (PEM)
+    requires every client to present a certificate signed by one of its CAs (mutual TLS).
 
     Raises: AuthConfigError, TLSConfigError for unusable files.
     """
     tls = check_tls(tls_cert, tls_key)
+    client_ca = check_client_ca(tls_client_ca, tls is not None)
     config: dict[str, Any] = {
         "root": str(root),
         "htpasswd": str(htpasswd) if htpasswd else None,
@@ -65,7 +68,7 @@ def run(
     if server == "granian" and importlib.util.find_spec("granian") is None:
         server = "uvicorn"  # granian is in the `registry` extra; uvicorn is the fallback
     if server == "uvicorn":
-        _run_uvicorn(app, host, port, log_level, tls)
+        _run_uvicorn(app, host, port, log_level, tls, client_ca)
         return
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
@@ -79,6 +82,8 @@ def run(
             # No HTTP/2 by ALPN: blob transfers stay on the HTTP/1.1 path measured above.
             "http": HTTPModes.http1,
         }
+        if client_ca is not None:
+            ssl_options.update(ssl_ca=client_ca, ssl_client_verify=True)
 
     os.environ[_ENV] = json.dumps(config)
     Granian(
@@ -123,6 +128,23 @@ def check_tls(cert: str | Path | None, key: str | Path | None) -> tuple[Path, Pa
     return cert_path, key_path
 
 
+def check_client_ca(client_ca: str | Path | None, tls: bool) -> Path | None:
+    """The CA bundle that client certificates must chain to, if any.
+
+    Raises: TLSConfigError without TLS, or for a file that holds no usable certificate.
+    """
+    if client_ca is None:
+        return None
+    if not tls:
+        raise TLSConfigError("client certificates need TLS: give a certificate and key too")
+    path = Path(client_ca)
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(f"cannot load client CA certificates from {path}: {exc}") from exc
+    return path
+
+
 def _no_password() -> str:
     raise TypeError("the private key is encrypted; decrypt it (openssl pkey -in KEY -out NEW)")
 
@@ -142,7 +164,12 @@ def _die_with_parent() -> None:
 
 
 def _run_uvicorn(
-    app: RegistryApp, host: str, port: int, log_level: str, tls: tuple[Path, Path] | None
+    app: RegistryApp,
+    host: str,
+    port: int,
+    log_level: str,
+    tls: tuple[Path, Path] | None,
+    client_ca: Path | None,
 ) -> None:
     import uvicorn
 
@@ -161,4 +188,6 @@ def _run_uvicorn(
         timeout_keep_alive=30,
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
+        ssl_ca_certs=str(client_ca) if client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
     )

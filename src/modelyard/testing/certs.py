@@ -25,15 +25,19 @@ from modelyard.testing.peers import free_port, stop
 
 @dataclass(frozen=True)
 class CertAuthority:
-    """PEM files: `ca_cert` signs `server_cert`; `server_key` is unencrypted."""
+    """PEM files: `ca_cert` signs `server_cert` and `client_cert`; keys are unencrypted."""
 
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    #: For mutual TLS, named as Docker's certs.d wants them (`client.cert`, `client.key`).
+    client_cert: Path
+    client_key: Path
 
 
 def make_ca(directory: Path, name: str = "modelyard test CA") -> CertAuthority:
-    """Write `ca.crt`, `server.crt` (leaf then CA: a full chain) and `server.key`."""
+    """Write `ca.crt`, `server.crt` (leaf then CA: a full chain), `server.key`, and a client
+    certificate `client/client.cert` with `client/client.key`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -72,40 +76,62 @@ def make_ca(directory: Path, name: str = "modelyard test CA") -> CertAuthority:
         .sign(ca_key, hashes.SHA256())
     )
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity[0])
-        .not_valid_after(validity[1])
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(validity[0])
+            .not_valid_after(validity[1])
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
         )
-        .sign(ca_key, hashes.SHA256())
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    server, server_key = leaf(
+        "localhost",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ],
     )
+    client, client_key = leaf("modelyard test client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     pem = serialization.Encoding.PEM
+
+    def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+        path.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        path.chmod(0o600)
+        return path
+
     ca_path = directory / "ca.crt"
     ca_path.write_bytes(ca_cert.public_bytes(pem))
     cert_path = directory / "server.crt"
-    cert_path.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    key_path = directory / "server.key"
-    key_path.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    cert_path.write_bytes(server.public_bytes(pem) + ca_cert.public_bytes(pem))
+    (directory / "client").mkdir(exist_ok=True)
+    client_path = directory / "client" / "client.cert"
+    client_path.write_bytes(client.public_bytes(pem))
+    return CertAuthority(
+        ca_path,
+        cert_path,
+        write_key(directory / "server.key", server_key),
+        client_path,
+        write_key(directory / "client" / "client.key", client_key),
     )
-    key_path.chmod(0o600)
-    return CertAuthority(ca_path, cert_path, key_path)
 
 
 @contextlib.contextmanager
@@ -128,6 +154,7 @@ def modelyard_registry_tls(
         )  # fmt: skip
     try:
         verify = ssl.create_default_context(cafile=ca.ca_cert)
+        verify.load_cert_chain(ca.client_cert, ca.client_key)  # in case the server asks
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
