@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelyard.client.tls import CA_ENV, connection, tls_settings
@@ -186,3 +187,26 @@ def test_certs_d_with_a_client_certificate(tmp_path, pki, monkeypatch):
     assert settings.client_cert == (directory / "client.cert", directory / "client.key")
     assert isinstance(settings.verify(), ssl.SSLContext)
     assert tls_settings("other.example:5000").ca_files == ()
+
+
+def test_a_refused_certificate_is_not_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(request.url.path)
+        try:
+            raise ssl.SSLCertVerificationError("certificate verify failed: self-signed")
+        except ssl.SSLCertVerificationError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+
+    from modelyard.client import RegistryClient
+    from modelyard.errors import RegistryUnreachable
+
+    with (
+        RegistryClient(
+            "reg.example", transport=httpx.MockTransport(handler), retries=3, backoff=0.0
+        ) as client,
+        pytest.raises(RegistryUnreachable, match="certificate verify failed"),
+    ):
+        client.ping()
+    assert calls == ["/v2/"]

@@ -21,7 +21,7 @@ import httpx
 
 from modelyard import __version__
 from modelyard.client.auth import DOCKER_HUB, Authenticator, Credentials, find_credentials
-from modelyard.client.tls import connection
+from modelyard.client.tls import connection, is_certificate_error
 from modelyard.client.transport import iter_file_range
 from modelyard.errors import (
     AuthenticationError,
@@ -210,7 +210,7 @@ class RegistryClient:
             try:
                 resp = self._http.send(request, stream=stream, follow_redirects=follow)
             except httpx.TransportError as exc:
-                if not retry or attempt >= self.retries:
+                if not retry or attempt >= self.retries or is_certificate_error(exc):
                     raise RegistryUnreachable(self.registry, _describe(exc)) from exc
                 time.sleep(self.backoff * 2**attempt)
                 attempt += 1

@@ -126,3 +126,13 @@ def connection(
         plain_http = False  # a CA for a loopback registry means it speaks TLS
     url = base_url(registry, plain_http)
     return url, settings.verify() if url.startswith("https:") else True
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    """True when a connection failed because a certificate was refused: retrying is futile."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
