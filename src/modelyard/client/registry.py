@@ -20,7 +20,7 @@ from typing import IO, Any
 import httpx
 
 from modelyard import __version__
-from modelyard.client.auth import DOCKER_HUB, Authenticator, Credentials, find_credentials
+from modelyard.client.auth import Authenticator, Credentials, find_credentials
 from modelyard.client.tls import connection, is_certificate_error
 from modelyard.client.transport import iter_file_range
 from modelyard.errors import (
@@ -31,6 +31,7 @@ from modelyard.errors import (
 )
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.digest import Digest, digest_bytes
+from modelyard.oci.reference import api_host
 from modelyard.registry.errcodes import RegistryError, parse_error_body
 
 #: Every manifest type modelyard understands, most specific first.
@@ -44,7 +45,6 @@ DEFAULT_CHUNK_SIZE = 256 << 20
 #: (larger ones make every allocation on the way to the socket an mmap).
 READ_SIZE = 4 << 20
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 
 Progress = Callable[[int], None]
 BlobSource = str | Path | bytes | IO[bytes]
@@ -143,7 +143,7 @@ class RegistryClient:
         timeout: float = 300.0,
     ) -> None:
         self.registry = registry
-        endpoint = _DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
+        endpoint = api_host(registry)  # docker.io answers at registry-1.docker.io
         self.base, verify = connection(endpoint, plain_http, insecure, ca_cert)
         self.auth = Authenticator(
             registry, credentials if credentials is not None else lambda: find_credentials(registry)
