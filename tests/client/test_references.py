@@ -80,6 +80,11 @@ def test_api_host() -> None:
     assert api_host("docker.io") == DOCKER_HUB_API == "registry-1.docker.io"
     assert api_host("index.docker.io") == DOCKER_HUB_API
     assert api_host("localhost:5000") == "localhost:5000"
+    from modelyard.client import RegistryClient
+
+    for hub in ("docker.io", "index.docker.io"):
+        with RegistryClient(hub) as client:
+            assert client.base == "https://registry-1.docker.io"
 
 
 # Which commands apply the defaults, checked without a network: the library call is replaced.
