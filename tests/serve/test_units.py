@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,57 @@ def test_sequential_mode_runs_one_at_a_time() -> None:
         return rec
 
     assert all(len(b) == 1 for b in asyncio.run(main()).batches)
+
+
+class Overlap:
+    """A fake pipeline run that records how many batches ran at the same time."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: list[Prepared]) -> list[Any]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.delay)
+        with self.lock:
+            self.running -= 1
+        return [p.value * 2 for p in batch]
+
+
+@pytest.mark.parametrize(("sequential", "expected"), [(False, 2), (True, 1)])
+def test_instances_run_batches_at_once(sequential: bool, expected: int) -> None:
+    async def main() -> Overlap:
+        run = Overlap(delay=0.1)
+        config = BatchingConfig(sequential=sequential, max_batch_size=32)
+        batcher = Batcher("m", run, config, Metrics(), instances=2)
+        assert await _submit_all(batcher, [Prepared(i) for i in range(8)]) == [
+            i * 2 for i in range(8)
+        ]
+        await batcher.close()
+        return run
+
+    # Batched: the 8 queued requests are shared between the two free instances, not left to
+    # one of them; sequential mode runs one request at a time whatever the instance count.
+    assert asyncio.run(main()).most == expected
+
+
+def test_instances_default_per_core_for_builtin_batched_models() -> None:
+    def model(**kw: Any) -> Any:
+        entry = {"name": "a", "ref": "x", "pipeline": "feature-extraction", **kw}
+        return config_from_dict({"models": [entry]}).models[0]
+
+    cores = os.cpu_count() or 1
+    assert model().instances == cores
+    assert model().intra_op_threads == max(1, cores // max(2, cores))
+    assert model(batching={"sequential": True}).instances == 1
+    assert model(batching={"sequential": True}).intra_op_threads == max(1, cores // 2)
+    assert model(batching={"concurrency": 3}, threads=2).instances == 3
+    assert model(batching={"concurrency": 3}, threads=2).intra_op_threads == 2
+    assert model(pipeline="pkg.mod:Cls", ref=None).instances == 1
 
 
 def test_max_wait_gathers_a_batch() -> None:

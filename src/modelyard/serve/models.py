@@ -176,7 +176,13 @@ class ModelManager:
         slot.load_seconds = time.perf_counter() - started
         slot.pipeline = pipeline
         slot.resident_bytes = max(resident, floor)
-        slot.batcher = Batcher(slot.name, pipeline.run, slot.config.batching, self.metrics)
+        slot.batcher = Batcher(
+            slot.name,
+            pipeline.run,
+            slot.config.batching,
+            self.metrics,
+            instances=slot.config.instances,
+        )
         slot.last_used = time.monotonic()
         slot.state, slot.error, slot.loading = State.READY, None, None
         self.metrics.load_seconds.observe(slot.load_seconds, model=slot.name)

@@ -6,7 +6,6 @@ the longest sequence of that batch only.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +66,7 @@ class TextOnnxPipeline(Pipeline):
         self.tokenizer.enable_truncation(self.max_length, direction=side)
         self.pad_id = self._pad_id()
         options = ort.SessionOptions()
-        # By default half the cores: the other half parse HTTP, tokenize and write answers;
-        # measured on 2 cores, 1 intra-op thread served more than 2 under concurrent load.
-        options.intra_op_num_threads = config.threads or max(1, (os.cpu_count() or 2) // 2)
+        options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(
