@@ -6,6 +6,10 @@ in the kernel than hashing the same bytes, while O_DIRECT writes of the same dat
 thread while the caller fills the other buffer (hashing and disk writes overlap); the tail is
 padded to the alignment and the file truncated to its true size. Where the file system refuses
 O_DIRECT (tmpfs, some overlay setups) the writer falls back to ordinary writes.
+
+Given a hasher, the writer also hashes what it writes, each full buffer on a worker thread
+while the caller fills the other one: the caller's thread then only copies (a registry
+receiving a blob hashed and copied on its event loop thread; this took the hash off it).
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 ALIGN = 4096
 STAGING = 8 << 20
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+class Hasher(Protocol):
+    def update(self, data: memoryview, /) -> None: ...
 
 
 def _writer_pool() -> ThreadPoolExecutor:
@@ -37,9 +46,17 @@ class DirectWriter:
     `with` block by an exception closes without writing what is staged. Not thread-safe."""
 
     def __init__(
-        self, path: str | os.PathLike[str], staging: int = STAGING, append: bool = False
+        self,
+        path: str | os.PathLike[str],
+        staging: int = STAGING,
+        append: bool = False,
+        hasher: Hasher | None = None,
     ) -> None:
-        """Open `path` for writing: truncated, or with `append`, after its current content."""
+        """Open `path` for writing: truncated, or with `append`, after its current content.
+
+        `hasher.update` is called with every byte given to `write`, in order, by `close()` at
+        the latest (not after `abort()`: then its state is undefined).
+        """
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         if not append:
             flags |= os.O_TRUNC
@@ -52,7 +69,10 @@ class DirectWriter:
         self._bufs = [mmap.mmap(-1, staging), mmap.mmap(-1, staging)]
         self._view = memoryview(self._bufs[0])
         self._spare = memoryview(self._bufs[1])
-        self._pending: Future[None] | None = None
+        self._pending: list[Future[None]] = []
+        self._hasher = hasher
+        #: Bytes at the start of the current buffer that were read back, not written to us.
+        self._unhashed = 0
         self._fill = 0
         #: Bytes given to `write`.
         self.size = 0
@@ -66,7 +86,7 @@ class DirectWriter:
                 f.seek(self._pos)
                 head = f.read(start - self._pos)
             self._view[: len(head)] = head
-            self._fill = len(head)
+            self._fill = self._unhashed = len(head)
 
     def write(self, data: bytes | memoryview) -> int:
         n = len(data)
@@ -86,14 +106,19 @@ class DirectWriter:
     def _submit(self, view: memoryview) -> None:
         """Hand a full buffer to the writer thread and continue in the other one."""
         self._wait()
-        self._pending = _writer_pool().submit(self._write_at, view, self._pos)
+        pool = _writer_pool()
+        self._pending = [pool.submit(self._write_at, view, self._pos)]
+        if self._hasher is not None:
+            self._pending.append(pool.submit(_hash, self._hasher, view[self._unhashed :]))
+            self._unhashed = 0
         self._pos += len(view)
         self._view, self._spare = self._spare, self._view
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+        pending, self._pending = self._pending, []
+        errors = [exc for future in pending if (exc := future.exception()) is not None]
+        if errors:
+            raise errors[0]
 
     def _write_at(self, view: memoryview, pos: int) -> None:
         done = 0
@@ -116,6 +141,8 @@ class DirectWriter:
             return
         try:
             self._wait()
+            if self._hasher is not None and self._fill > self._unhashed:
+                _hash(self._hasher, self._view[self._unhashed : self._fill])
             if self._fill:
                 if self.direct:
                     padded = -(-self._fill // ALIGN) * ALIGN
@@ -132,9 +159,9 @@ class DirectWriter:
         """Close without writing what is staged (a write in flight is waited for)."""
         if self._fd >= 0:
             try:
-                if self._pending is not None:
-                    self._pending.exception()
-                    self._pending = None
+                for future in self._pending:
+                    future.exception()
+                self._pending = []
             finally:
                 self._release()
 
@@ -154,3 +181,10 @@ class DirectWriter:
             self.close()
         else:
             self.abort()
+
+
+def _hash(hasher: Hasher, view: memoryview) -> None:
+    try:
+        hasher.update(view)
+    finally:
+        view.release()  # the staging buffer can be closed only once no view of it is left

@@ -28,6 +28,7 @@ from modelyard.registry.app import RegistryApp, create_app
 
 _ENV = "MODELYARD_REGISTRY_CONFIG"
 _PR_SET_PDEATHSIG = 1
+HTTP1_BUFFER = 4 << 20
 
 
 def run(
@@ -72,6 +73,7 @@ def run(
         return
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings
 
     ssl_options: dict[str, Any] = {}
     if tls is not None:
@@ -96,6 +98,10 @@ def run(
         log_enabled=log_level in ("debug", "info"),
         log_level=log_level,  # type: ignore[arg-type]
         websockets=False,
+        # Upload bodies reach Python in pieces of up to this size. granian's default (408 KiB)
+        # cost a third more CPU per GiB received and hashed than 4 MiB pieces (measured with a
+        # bare app: 1.25-1.3 s vs 0.95-1.0 s); 16 MiB pieces were slower again (cache misses).
+        http1_settings=HTTP1Settings(max_buffer_size=HTTP1_BUFFER),
         workers_kill_timeout=5,
         **ssl_options,
     ).serve()

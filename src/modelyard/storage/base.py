@@ -24,6 +24,10 @@ class FileInfo:
     is_dir: bool
 
 
+class Hasher(Protocol):
+    def update(self, data: memoryview, /) -> None: ...
+
+
 class Appender(Protocol):
     """Appends to a file; `close()` makes what was written durable. Leaving its `with` block
     by an exception closes it without that guarantee (the caller truncates to what it knows
@@ -74,9 +78,12 @@ class StorageDriver(Protocol):
     def open(self, path: str, offset: int = 0) -> BinaryIO:
         """An unbuffered binary reader positioned at `offset`. Raises PathNotFound."""
 
-    def append(self, path: str) -> Appender:
+    def append(self, path: str, hasher: Hasher | None = None) -> Appender:
         """A writer appending to `path` (created if missing). Not atomic: the caller keeps
-        its own record of how many bytes are valid (see `truncate`)."""
+        its own record of how many bytes are valid (see `truncate`).
+
+        With `hasher`, every byte written is also given to `hasher.update`, in order, by the
+        time `close()` returns (the driver may hash on another thread meanwhile)."""
 
     def truncate(self, path: str, size: int) -> None:
         """Cut a file to `size` bytes. Raises PathNotFound."""

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from modelyard.directio import DirectWriter
 from modelyard.errors import PathNotFound, StorageError
-from modelyard.storage.base import Appender, FileInfo
+from modelyard.storage.base import Appender, FileInfo, Hasher
 
 _TMP_PREFIX = ".tmp-"
 
@@ -126,11 +126,11 @@ class LocalDriver:
             f.seek(offset)
         return f
 
-    def append(self, path: str) -> Appender:
+    def append(self, path: str, hasher: Hasher | None = None) -> Appender:
         full = self._abs(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
         # Uploads are GBs: bypass the page cache (see modelyard.directio).
-        return DirectWriter(full, append=True)
+        return DirectWriter(full, append=True, hasher=hasher)
 
     def truncate(self, path: str, size: int) -> None:
         try:
