@@ -20,7 +20,9 @@ from typing import IO, Any
 import httpx
 
 from modelyard import __version__
+from modelyard.client import rawhttp
 from modelyard.client.auth import Authenticator, Credentials, find_credentials
+from modelyard.client.rawhttp import FileBody
 from modelyard.client.tls import connection, is_certificate_error
 from modelyard.client.transport import iter_file_range
 from modelyard.errors import (
@@ -76,9 +78,9 @@ class _Chunks:
     def __init__(self, source: BlobSource) -> None:
         self._source = source
         if isinstance(source, str | Path):
-            self._path: str | None = str(source)
+            self.path: str | None = str(source)
         else:
-            self._path = None
+            self.path = None
         if not isinstance(source, str | Path | bytes | bytearray | memoryview) and not (
             hasattr(source, "seek") and source.seekable()
         ):
@@ -86,8 +88,8 @@ class _Chunks:
 
     def range(self, start: int, length: int) -> Iterator[bytes | memoryview]:
         source = self._source
-        if self._path is not None:
-            yield from iter_file_range(self._path, start, length, READ_SIZE)
+        if self.path is not None:
+            yield from iter_file_range(self.path, start, length, READ_SIZE)
         elif isinstance(source, bytes | bytearray | memoryview):
             view = memoryview(source)
             for pos in range(start, start + length, READ_SIZE):
@@ -122,6 +124,8 @@ class RegistryClient:
         credentials: explicit credentials; default: looked up in the login files on first need.
         chunk_size: blobs bigger than this are uploaded in PATCH chunks of this size.
         retries: attempts after the first for transient failures.
+        sendfile: send blobs that are files with `os.sendfile` over plain HTTP (see
+            `modelyard.client.rawhttp`); https, proxies and other transports use httpx.
 
     Example:
         >>> with RegistryClient("localhost:5000") as client:
@@ -141,6 +145,7 @@ class RegistryClient:
         retries: int = 4,
         backoff: float = 0.25,
         timeout: float = 300.0,
+        sendfile: bool = True,
     ) -> None:
         self.registry = registry
         endpoint = api_host(registry)  # docker.io answers at registry-1.docker.io
@@ -151,6 +156,8 @@ class RegistryClient:
         self.chunk_size = chunk_size
         self.retries = retries
         self.backoff = backoff
+        self._timeout = timeout
+        self._sendfile = sendfile and transport is None
         self._http = httpx.Client(
             transport=transport,
             verify=verify,
@@ -181,7 +188,7 @@ class RegistryClient:
         scope: str,
         *,
         headers: dict[str, str] | None = None,
-        content: bytes | Callable[[], Iterable[bytes | memoryview]] | None = None,
+        content: bytes | Callable[[], Iterable[bytes | memoryview] | FileBody] | None = None,
         params: dict[str, str] | None = None,
         stream: bool = False,
         follow: bool = False,
@@ -189,8 +196,9 @@ class RegistryClient:
     ) -> httpx.Response:
         """Send one request with auth and retries; returns the final response (any status).
 
-        `content` is bytes or a factory of chunk iterables, so the body can be sent again
-        after an auth challenge or a transient failure.
+        `content` is bytes or a factory of chunk iterables or `FileBody`s, so the body can be
+        sent again after an auth challenge or a transient failure. A `FileBody` goes by
+        sendfile where it can (plain HTTP, real sockets), else through httpx.
         """
         target = url if isinstance(url, httpx.URL) else self._url(url)
         attempt = 0
@@ -204,11 +212,17 @@ class RegistryClient:
                 req_headers["Authorization"] = authorization
             # httpx writes memoryviews to the socket as well as bytes.
             body: Any = content() if callable(content) else content
+            raw = isinstance(body, FileBody)
+            if raw and not (self._sendfile and rawhttp.can_sendfile(target)):
+                body, raw = body.chunks(), False
             request = self._http.build_request(
-                method, target, headers=req_headers, content=body, params=params
+                method, target, headers=req_headers, content=None if raw else body, params=params
             )
             try:
-                resp = self._http.send(request, stream=stream, follow_redirects=follow)
+                if raw:
+                    resp = rawhttp.send(request, body, self._timeout)
+                else:
+                    resp = self._http.send(request, stream=stream, follow_redirects=follow)
             except httpx.TransportError as exc:
                 if not retry or attempt >= self.retries or is_certificate_error(exc):
                     raise RegistryUnreachable(self.registry, _describe(exc)) from exc
@@ -582,12 +596,19 @@ class RegistryClient:
         _, location = self._start_upload(name)
         assert location is not None
 
-        def body(start: int, length: int) -> Callable[[], Iterator[bytes | memoryview]]:
+        def count(n: int) -> None:
+            sent[0] += n
+            if progress:
+                progress(n)
+
+        def body(start: int, length: int) -> Callable[[], Iterator[bytes | memoryview] | FileBody]:
+            path = chunks.path
+            if path is not None:
+                return lambda: FileBody(path, start, length, count)
+
             def gen() -> Iterator[bytes | memoryview]:
                 for chunk in chunks.range(start, length):
-                    sent[0] += len(chunk)
-                    if progress:
-                        progress(len(chunk))
+                    count(len(chunk))
                     yield chunk
 
             return gen
