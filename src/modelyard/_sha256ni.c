@@ -81,102 +81,63 @@ store_state(uint32_t h[8], __m128i abef, __m128i cdgh)
         }                                                                                  \
     } while (0)
 
-SHA_TARGET static void
-blocks1(uint32_t h[8], const uint8_t *p, size_t nblocks)
+/* `n` states (1 to 3) over the same blocks: one message schedule, n interleaved round chains.
+ * Always inlined with a constant `n`, so each caller gets its own unrolled code. */
+SHA_TARGET static inline __attribute__((always_inline)) void
+blocks_n(uint32_t *h[3], const int n, const uint8_t *p, size_t nblocks)
 {
     const __m128i mask = BSWAP_MASK;
-    __m128i abef, cdgh;
-    load_state(h, &abef, &cdgh);
+    __m128i abef[3], cdgh[3], abef0[3], cdgh0[3];
+    for (int s = 0; s < n; s++)
+        load_state(h[s], &abef[s], &cdgh[s]);
     while (nblocks--) {
         __m128i w[4];
-        const __m128i abef0 = abef, cdgh0 = cdgh;
+        for (int s = 0; s < n; s++) {
+            abef0[s] = abef[s];
+            cdgh0[s] = cdgh[s];
+        }
         for (int i = 0; i < 4; i++)
             w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), mask);
 #pragma GCC unroll 16
         for (int i = 0; i < 16; i++) {
             SCHEDULE(w, i);
             __m128i m = _mm_add_epi32(w[i & 3], _mm_load_si128((const __m128i *)&K[4 * i]));
-            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, m);
-            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(m, 0x0E));
+            __m128i mh = _mm_shuffle_epi32(m, 0x0E);
+            /* cdgh takes the new (A,B,E,F); the old one becomes (C,D,G,H). */
+            for (int s = 0; s < n; s++)
+                cdgh[s] = _mm_sha256rnds2_epu32(cdgh[s], abef[s], m);
+            for (int s = 0; s < n; s++)
+                abef[s] = _mm_sha256rnds2_epu32(abef[s], cdgh[s], mh);
         }
-        abef = _mm_add_epi32(abef, abef0);
-        cdgh = _mm_add_epi32(cdgh, cdgh0);
+        for (int s = 0; s < n; s++) {
+            abef[s] = _mm_add_epi32(abef[s], abef0[s]);
+            cdgh[s] = _mm_add_epi32(cdgh[s], cdgh0[s]);
+        }
         p += 64;
     }
-    store_state(h, abef, cdgh);
+    for (int s = 0; s < n; s++)
+        store_state(h[s], abef[s], cdgh[s]);
 }
 
-/* The same blocks into two states: one schedule, two interleaved round chains. */
+SHA_TARGET static void
+blocks1(uint32_t h1[8], const uint8_t *p, size_t nblocks)
+{
+    uint32_t *h[3] = {h1, NULL, NULL};
+    blocks_n(h, 1, p, nblocks);
+}
+
 SHA_TARGET static void
 blocks2(uint32_t h1[8], uint32_t h2[8], const uint8_t *p, size_t nblocks)
 {
-    const __m128i mask = BSWAP_MASK;
-    __m128i abef1, cdgh1, abef2, cdgh2;
-    load_state(h1, &abef1, &cdgh1);
-    load_state(h2, &abef2, &cdgh2);
-    while (nblocks--) {
-        __m128i w[4];
-        const __m128i a1 = abef1, c1 = cdgh1, a2 = abef2, c2 = cdgh2;
-        for (int i = 0; i < 4; i++)
-            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), mask);
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) {
-            SCHEDULE(w, i);
-            __m128i m = _mm_add_epi32(w[i & 3], _mm_load_si128((const __m128i *)&K[4 * i]));
-            __m128i mh = _mm_shuffle_epi32(m, 0x0E);
-            cdgh1 = _mm_sha256rnds2_epu32(cdgh1, abef1, m);
-            cdgh2 = _mm_sha256rnds2_epu32(cdgh2, abef2, m);
-            abef1 = _mm_sha256rnds2_epu32(abef1, cdgh1, mh);
-            abef2 = _mm_sha256rnds2_epu32(abef2, cdgh2, mh);
-        }
-        abef1 = _mm_add_epi32(abef1, a1);
-        cdgh1 = _mm_add_epi32(cdgh1, c1);
-        abef2 = _mm_add_epi32(abef2, a2);
-        cdgh2 = _mm_add_epi32(cdgh2, c2);
-        p += 64;
-    }
-    store_state(h1, abef1, cdgh1);
-    store_state(h2, abef2, cdgh2);
+    uint32_t *h[3] = {h1, h2, NULL};
+    blocks_n(h, 2, p, nblocks);
 }
 
-/* Three states over the same blocks: the diff_id, the file's sha256 and the blob digest of a
- * stored deflate block all cover the same content. */
 SHA_TARGET static void
 blocks3(uint32_t h1[8], uint32_t h2[8], uint32_t h3[8], const uint8_t *p, size_t nblocks)
 {
-    const __m128i mask = BSWAP_MASK;
-    __m128i abef1, cdgh1, abef2, cdgh2, abef3, cdgh3;
-    load_state(h1, &abef1, &cdgh1);
-    load_state(h2, &abef2, &cdgh2);
-    load_state(h3, &abef3, &cdgh3);
-    while (nblocks--) {
-        __m128i w[4];
-        const __m128i a1 = abef1, c1 = cdgh1, a2 = abef2, c2 = cdgh2, a3 = abef3, c3 = cdgh3;
-        for (int i = 0; i < 4; i++)
-            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), mask);
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) {
-            SCHEDULE(w, i);
-            __m128i m = _mm_add_epi32(w[i & 3], _mm_load_si128((const __m128i *)&K[4 * i]));
-            __m128i mh = _mm_shuffle_epi32(m, 0x0E);
-            cdgh1 = _mm_sha256rnds2_epu32(cdgh1, abef1, m);
-            cdgh2 = _mm_sha256rnds2_epu32(cdgh2, abef2, m);
-            cdgh3 = _mm_sha256rnds2_epu32(cdgh3, abef3, m);
-            abef1 = _mm_sha256rnds2_epu32(abef1, cdgh1, mh);
-            abef2 = _mm_sha256rnds2_epu32(abef2, cdgh2, mh);
-            abef3 = _mm_sha256rnds2_epu32(abef3, cdgh3, mh);
-        }
-        abef1 = _mm_add_epi32(abef1, a1);
-        cdgh1 = _mm_add_epi32(cdgh1, c1);
-        abef2 = _mm_add_epi32(abef2, a2);
-        cdgh2 = _mm_add_epi32(cdgh2, c2);
-        abef3 = _mm_add_epi32(abef3, a3);
-        cdgh3 = _mm_add_epi32(cdgh3, c3);
-        p += 64;
-    }
-    store_state(h1, abef1, cdgh1);
-    store_state(h2, abef2, cdgh2);
-    store_state(h3, abef3, cdgh3);
+    uint32_t *h[3] = {h1, h2, h3};
+    blocks_n(h, 3, p, nblocks);
 }
 
 static int
