@@ -144,19 +144,27 @@ class Overlap:
 
 @pytest.mark.parametrize(("sequential", "expected"), [(False, 2), (True, 1)])
 def test_instances_run_batches_at_once(sequential: bool, expected: int) -> None:
-    async def main() -> Overlap:
+    async def main() -> tuple[Overlap, Recorder]:
         run = Overlap(delay=0.1)
+        alone = Recorder()
         config = BatchingConfig(sequential=sequential, max_batch_size=32)
-        batcher = Batcher("m", run, config, Metrics(), instances=2)
+        batcher = Batcher("m", run, config, Metrics(), instances=2, run_alone=alone)
         assert await _submit_all(batcher, [Prepared(i) for i in range(8)]) == [
             i * 2 for i in range(8)
         ]
+        if not sequential:
+            assert await batcher.submit(Prepared(21)) == 42  # a lone request
         await batcher.close()
-        return run
+        return run, alone
 
     # Batched: the 8 queued requests are shared between the two free instances, not left to
     # one of them; sequential mode runs one request at a time whatever the instance count.
-    assert asyncio.run(main()).most == expected
+    # Only a batch with no other request in flight goes to `run_alone`.
+    run, alone = asyncio.run(main())
+    assert run.most == expected
+    if not sequential:
+        assert alone.batches[-1] == [1]
+        assert sum(len(b) for b in alone.batches) < 9
 
 
 def test_instances_default_per_core_for_builtin_batched_models() -> None:
@@ -172,6 +180,13 @@ def test_instances_default_per_core_for_builtin_batched_models() -> None:
     assert model(batching={"concurrency": 3}, threads=2).instances == 3
     assert model(batching={"concurrency": 3}, threads=2).intra_op_threads == 2
     assert model(pipeline="pkg.mod:Cls", ref=None).instances == 1
+    # A second session with every core for batches that run alone, when instances have fewer.
+    assert model().lone_session_threads == (cores if cores > 1 else 0)
+    assert model(lone_threads=0).lone_session_threads == 0
+    assert model(threads=1).lone_session_threads == 0
+    assert model(batching={"sequential": True}).lone_session_threads == 0
+    with pytest.raises(ServeConfigError):
+        model(lone_threads=-1)
 
 
 def test_max_wait_gathers_a_batch() -> None:

@@ -37,7 +37,11 @@ def create_app(config: ServeConfig, state_dir: Path) -> Starlette:
         finally:
             await runner.stop()
 
+    # Inference first: starlette tries routes in order, a regex each.
     routes = [
+        Route("/v1/embeddings", guard(inference.embeddings), methods=["POST"]),
+        Route("/v2/models/{name}/infer", guard(kserve.infer), methods=["POST"]),
+        Route("/v1/models/{name}/predict", guard(inference.predict), methods=["POST"]),
         Route("/health", guard(ops.health)),
         Route("/metrics", guard(ops.metrics)),
         Route("/openapi.json", guard(ops.openapi)),
@@ -46,11 +50,8 @@ def create_app(config: ServeConfig, state_dir: Path) -> Starlette:
         Route("/v2/health/ready", guard(kserve.ready)),
         Route("/v2/models/{name}", guard(kserve.model_metadata)),
         Route("/v2/models/{name}/ready", guard(kserve.model_ready)),
-        Route("/v2/models/{name}/infer", guard(kserve.infer), methods=["POST"]),
         Route("/v2/repository/models/{name}/load", guard(kserve.load), methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", guard(kserve.unload), methods=["POST"]),
-        Route("/v1/embeddings", guard(inference.embeddings), methods=["POST"]),
-        Route("/v1/models/{name}/predict", guard(inference.predict), methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={500: _on_error})
     app.state.runner = runner

@@ -44,7 +44,8 @@ class _Item:
 class Batcher:
     """The queue of one model. `submit` from request handlers; `close` drains it.
 
-    `instances` is how many batches may run at once (1 in sequential mode).
+    `instances` is how many batches may run at once (1 in sequential mode); a batch that starts
+    while the other instances are idle goes to `run_alone` (default: `run`).
     """
 
     def __init__(
@@ -54,9 +55,11 @@ class Batcher:
         config: BatchingConfig,
         metrics: Metrics,
         instances: int = 1,
+        run_alone: Callable[[list[Prepared]], list[Any]] | None = None,
     ) -> None:
         self.name = name
         self._run = run
+        self._run_alone = run_alone or run
         self.config = config
         self.max_rows = 1 if config.sequential else config.max_batch_size
         self.instances = 1 if config.sequential else max(1, instances)
@@ -112,8 +115,9 @@ class Batcher:
             item.dropped = True
             self.in_flight -= 1
 
-    def _take(self) -> list[_Item] | None:
-        """The next batch (called by an instance thread holding `_forming`); None: closed."""
+    def _take(self) -> tuple[list[_Item], bool] | None:
+        """The next batch, and whether no other batch is running (called by an instance thread
+        holding `_forming`); None: closed."""
         cond = self._cond
         with cond:
             while True:
@@ -154,24 +158,28 @@ class Batcher:
                     break
                 cond.wait(remaining)
             self._idle -= 1
-            return batch
+            # Alone: no other batch running, and no other request waiting for an answer: under
+            # load the next batch would start beside this one and find the cores taken.
+            alone = self._idle == self.instances - 1 and self.in_flight <= len(batch)
+            return batch, alone
 
     def _work(self) -> None:
         try:
             while True:
                 with self._forming:
-                    batch = self._take()
-                if batch is None:
+                    taken = self._take()
+                if taken is None:
                     return
+                batch, alone = taken
                 try:
-                    self._run_batch(batch)
+                    self._run_batch(batch, self._run_alone if alone else self._run)
                 finally:
                     with self._cond:
                         self._idle += 1
         finally:
             self._call_soon(self._instance_stopped)
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    def _run_batch(self, batch: list[_Item], run: Callable[[list[Prepared]], list[Any]]) -> None:
         now = time.perf_counter()
         metrics = self._metrics
         for item in batch:
@@ -179,7 +187,7 @@ class Batcher:
         metrics.batch_size.observe(sum(i.prepared.rows for i in batch), model=self.name)
         metrics.tokens.inc(sum(i.prepared.tokens for i in batch), model=self.name)
         try:
-            results = self._run([i.prepared for i in batch])
+            results = run([i.prepared for i in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
         except Exception as exc:  # the pipeline's error goes to each request of the batch

@@ -182,6 +182,7 @@ class ModelManager:
             slot.config.batching,
             self.metrics,
             instances=slot.config.instances,
+            run_alone=pipeline.run_alone,
         )
         slot.last_used = time.monotonic()
         slot.state, slot.error, slot.loading = State.READY, None, None

@@ -4,7 +4,10 @@ The runner calls, in this order:
     `prepare(payload)`   on the event loop, per request: validate and tokenize; cheap. Raises
                          `InvalidInput` / `InputTooLarge`. Returns a `Prepared` with its cost.
     `run(batch)`         in a worker thread, per batch of prepared requests; returns one result
-                         per request, in order. Must not touch the event loop.
+                         per request, in order. Must not touch the event loop. Several batches
+                         may run at once (`ModelConfig.instances`).
+    `run_alone(batch)`   the same, for a batch that runs while no other batch of the model
+                         does: it may use more threads. By default `run`.
     `close()`            when the model is evicted or unloaded.
 `load` (the constructor) and `startup()` run in a worker thread before the model is READY.
 """
@@ -41,6 +44,9 @@ class Pipeline:
 
     def run(self, batch: list[Prepared]) -> list[Any]:
         raise NotImplementedError
+
+    def run_alone(self, batch: list[Prepared]) -> list[Any]:
+        return self.run(batch)
 
     def close(self) -> None:
         """Release what the model holds."""

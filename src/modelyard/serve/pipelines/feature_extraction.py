@@ -41,10 +41,10 @@ class FeatureExtraction(TextOnnxPipeline):
         self.dim = shape[-1] if isinstance(shape[-1], int) else -1
         self.pooled = len(shape) == 2  # the graph already pools (a sentence_embedding output)
 
-    def infer(self, feed: dict[str, Any]) -> Any:
+    def infer(self, session: Any, feed: dict[str, Any]) -> Any:
         import numpy as np
 
-        (hidden,) = self.session.run([self.output], feed)
+        (hidden,) = session.run([self.output], feed)
         if self.pooled:
             vectors = hidden.astype(np.float32)
         elif self.pooling == "cls":

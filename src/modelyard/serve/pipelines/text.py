@@ -7,6 +7,7 @@ the longest sequence of that batch only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modelyard.errors import InputTooLarge, InvalidInput, ModelRefError
@@ -65,15 +66,9 @@ class TextOnnxPipeline(Pipeline):
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length, direction=side)
         self.pad_id = self._pad_id()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = config.intra_op_threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(files.model), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise ModelRefError(f"cannot load {files.model}: {exc}") from exc
+        self.session = _session(ort, files.model, config.intra_op_threads)
+        lone = config.lone_session_threads
+        self.lone_session = _session(ort, files.model, lone) if lone else self.session
         declared = [i.name for i in self.session.get_inputs()]
         self.input_names = [n for n in declared if n in (files.inputs or declared)]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -117,9 +112,15 @@ class TextOnnxPipeline(Pipeline):
         return {name: arrays[name] for name in self.input_names if name in arrays}
 
     def run(self, batch: list[Prepared]) -> list[Any]:
+        return self._run(batch, self.session)
+
+    def run_alone(self, batch: list[Prepared]) -> list[Any]:
+        return self._run(batch, self.lone_session)
+
+    def _run(self, batch: list[Prepared], session: Any) -> list[Any]:
         encodings = [e for p in batch for e in p.value.encodings]
         feed = self.feed(encodings)
-        outputs = self.infer(feed)
+        outputs = self.infer(session, feed)
         results = []
         start = 0
         for p in batch:
@@ -127,11 +128,21 @@ class TextOnnxPipeline(Pipeline):
             start += p.rows
         return results
 
-    def infer(self, feed: dict[str, Any]) -> Any:
+    def infer(self, session: Any, feed: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def finish(self, outputs: Any, start: int, stop: int, params: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def close(self) -> None:
-        del self.session
+        del self.session, self.lone_session
+
+
+def _session(ort: Any, model: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own non-exported exception types
+        raise ModelRefError(f"cannot load {model}: {exc}") from exc

@@ -56,10 +56,10 @@ class TextClassification(TextOnnxPipeline):
             raise InvalidInput("parameters.top_k must be an integer >= 1", 422)
         return {"top_k": min(top_k, len(self.labels))}
 
-    def infer(self, feed: dict[str, Any]) -> Any:
+    def infer(self, session: Any, feed: dict[str, Any]) -> Any:
         import numpy as np
 
-        (logits,) = self.session.run([self.output], feed)
+        (logits,) = session.run([self.output], feed)
         logits = logits.astype(np.float64)
         if self.files.multi_label:
             return 1.0 / (1.0 + np.exp(-logits))
