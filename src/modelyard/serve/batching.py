@@ -67,7 +67,10 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
         self._pending: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
-        self._forming = threading.Lock()  # one instance forms a batch at a time
+        # One instance gathers a batch at a time; without max_wait_ms, taking what is queued is
+        # one step under `_cond`, and idle instances wait on `_cond` alone: a request wakes one.
+        self._forming = threading.Lock()
+        self._gathering = config.max_wait_ms > 0 and self.instances > 1
         self._idle = self.instances  # instances not running a batch (read under _cond)
         self._closing = False
         self.in_flight = 0  # submitted and not yet answered (event loop only)
@@ -116,8 +119,7 @@ class Batcher:
             self.in_flight -= 1
 
     def _take(self) -> tuple[list[_Item], bool] | None:
-        """The next batch, and whether no other batch is running (called by an instance thread
-        holding `_forming`); None: closed."""
+        """The next batch, and whether no other batch is running; None: closed."""
         cond = self._cond
         with cond:
             while True:
@@ -166,7 +168,10 @@ class Batcher:
     def _work(self) -> None:
         try:
             while True:
-                with self._forming:
+                if self._gathering:
+                    with self._forming:
+                        taken = self._take()
+                else:
                     taken = self._take()
                 if taken is None:
                     return
