@@ -66,12 +66,15 @@ class Batcher:
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._pending: collections.deque[_Item] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # Idle instances, each waiting on its own condition (all on `_lock`); a new request wakes
+        # the one that went idle last: its thread and memory are the warmest.
+        self._sleepers: list[threading.Condition] = []
         # One instance gathers a batch at a time; without max_wait_ms, taking what is queued is
-        # one step under `_cond`, and idle instances wait on `_cond` alone: a request wakes one.
+        # one step under `_lock`, and idle instances wait on their condition alone.
         self._forming = threading.Lock()
         self._gathering = config.max_wait_ms > 0 and self.instances > 1
-        self._idle = self.instances  # instances not running a batch (read under _cond)
+        self._idle = self.instances  # instances not running a batch (under _lock)
         self._closing = False
         self.in_flight = 0  # submitted and not yet answered (event loop only)
         self._alive = self.instances
@@ -99,9 +102,10 @@ class Batcher:
             raise Overloaded(self.name, retry_after=max(1.0, self.config.max_wait_ms / 1000))
         future = self._loop.create_future()
         item = _Item(prepared, future)
-        with self._cond:
+        with self._lock:
             self._pending.append(item)
-            self._cond.notify()
+            if self._sleepers:
+                self._sleepers.pop().notify()
         self.in_flight += 1
         try:
             if not self.config.timeout_s:
@@ -118,10 +122,16 @@ class Batcher:
             item.dropped = True
             self.in_flight -= 1
 
-    def _take(self) -> tuple[list[_Item], bool] | None:
+    def _sleep(self, cond: threading.Condition, timeout: float | None = None) -> None:
+        """Wait (holding `_lock`) until a request comes or `timeout` passes."""
+        self._sleepers.append(cond)
+        cond.wait(timeout)
+        if cond in self._sleepers:  # timed out
+            self._sleepers.remove(cond)
+
+    def _take(self, cond: threading.Condition) -> tuple[list[_Item], bool] | None:
         """The next batch, and whether no other batch is running; None: closed."""
-        cond = self._cond
-        with cond:
+        with self._lock:
             while True:
                 while self._pending and self._pending[0].dropped:
                     self._pending.popleft()
@@ -129,7 +139,7 @@ class Batcher:
                     break
                 if self._closing:
                     return None
-                cond.wait()
+                self._sleep(cond)
             first = self._pending.popleft()
             batch = [first]
             rows, tokens = first.prepared.rows, first.prepared.tokens
@@ -158,7 +168,7 @@ class Batcher:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or self._closing:
                     break
-                cond.wait(remaining)
+                self._sleep(cond, remaining)
             self._idle -= 1
             # Alone: no other batch running, and no other request waiting for an answer: under
             # load the next batch would start beside this one and find the cores taken.
@@ -166,20 +176,21 @@ class Batcher:
             return batch, alone
 
     def _work(self) -> None:
+        cond = threading.Condition(self._lock)
         try:
             while True:
                 if self._gathering:
                     with self._forming:
-                        taken = self._take()
+                        taken = self._take(cond)
                 else:
-                    taken = self._take()
+                    taken = self._take(cond)
                 if taken is None:
                     return
                 batch, alone = taken
                 try:
                     self._run_batch(batch, self._run_alone if alone else self._run)
                 finally:
-                    with self._cond:
+                    with self._lock:
                         self._idle += 1
         finally:
             self._call_soon(self._instance_stopped)
@@ -212,8 +223,10 @@ class Batcher:
     async def close(self) -> None:
         """Stop taking requests, finish the queued ones, stop the instance threads."""
         self._closing = True
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            for cond in self._sleepers:
+                cond.notify()
+            self._sleepers.clear()
         await self._stopped
 
 
