@@ -62,7 +62,8 @@ def can_sendfile(url: httpx.URL) -> bool:
     proxies = urllib.request.getproxies_environment()
     if not (proxies.get("http") or proxies.get("all")):
         return True
-    return bool(urllib.request.proxy_bypass_environment(url.host))
+    # Undocumented in typeshed but long-standing in urllib.request (honours no_proxy).
+    return bool(urllib.request.proxy_bypass_environment(url.host))  # type: ignore[attr-defined]
 
 
 def send(
@@ -101,7 +102,7 @@ def _exchange(
     )
     assert head is not None
     # h11 frames the body without seeing it: it only needs its length.
-    conn.send_with_data_passthrough(h11.Data(data=_Length(body.length)))
+    conn.send_with_data_passthrough(h11.Data(data=_Length(body.length)))  # type: ignore[arg-type]
     try:
         sock.sendall(head)
         offset, left = body.offset, body.length
