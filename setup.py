@@ -1,7 +1,7 @@
-"""The one compiled part: an optional SHA-256 module for x86 SHA extensions.
+"""The compiled parts: optional x86 modules for SHA-256 (SHA extensions) and CRC-32 (PCLMULQDQ).
 
 Everything else is in pyproject.toml. `optional=True`: without a C compiler the install still
-succeeds and modelyard.oci.sha256 falls back to hashlib.
+succeeds and modelyard falls back to hashlib and zlib (same values, slower).
 """
 
 import platform
@@ -14,6 +14,14 @@ if platform.machine().lower() in ("x86_64", "amd64"):
         Extension(
             "modelyard._sha256ni",
             ["src/modelyard/_sha256ni.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        )
+    )
+    ext_modules.append(
+        Extension(
+            "modelyard._crc32",
+            ["src/modelyard/_crc32.c"],
             extra_compile_args=["-O3"],
             optional=True,
         )

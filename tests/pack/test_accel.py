@@ -1,4 +1,5 @@
-"""The multi-state sha256 (modelyard.oci.sha256) against hashlib."""
+"""The compiled fast paths against the standard library: the multi-state sha256
+(modelyard.oci.sha256) against hashlib, the PCLMULQDQ CRC-32 against zlib."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import platform
 import random
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
 
-from modelyard.oci import sha256
+from modelyard.oci import compress, sha256
 
 
 def _cpu_has_sha_ni() -> bool:
@@ -23,6 +25,21 @@ def test_the_extension_is_built_where_the_cpu_can_use_it() -> None:
     if platform.machine() != "x86_64" or not _cpu_has_sha_ni():
         pytest.fail("this test expects an x86-64 CPU with SHA-NI, as on the CI machines")
     assert sha256.ACCELERATED, "modelyard._sha256ni was not built: is a C compiler installed?"
+    assert compress._crc32 is not zlib.crc32, "modelyard._crc32 was not built"
+
+
+def test_crc32_matches_zlib_for_any_length_start_and_split() -> None:
+    rng = random.Random(11)
+    for n in [*range(0, 140), *(rng.randint(0, 300_000) for _ in range(100))]:
+        data = os.urandom(n)
+        start = rng.randint(0, 2**32 - 1)
+        assert compress._crc32(data, start) == zlib.crc32(data, start)
+        assert compress._crc32(data) == zlib.crc32(data)
+    data = os.urandom(1 << 20)
+    value = 0
+    for pos in range(0, len(data), 4097):
+        value = compress._crc32(memoryview(data)[pos : pos + 4097], value)
+    assert value == zlib.crc32(data)
 
 
 @pytest.mark.parametrize("states", [1, 2, 3])
