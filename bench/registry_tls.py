@@ -12,48 +12,16 @@ Usage: python bench/registry_tls.py [--size 1024] [--keep]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from registry import make_data, make_layout  # bench/registry.py: same data as there
 
 from modelyard.testing import peers
 from modelyard.testing.certs import CertAuthority, make_ca, modelyard_registry_tls
-
-
-@contextlib.contextmanager
-def docker_registry_tls(root: Path, ca: CertAuthority) -> Iterator[str]:
-    binary = peers.require("docker-registry")
-    port = peers.free_port()
-    root.mkdir(parents=True)
-    config = root / "config.yml"
-    config.write_text(
-        f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {ca.server_cert}\n"
-        f"    key: {ca.server_key}\n"
-    )
-    with open(root / "registry.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 20
-        while subprocess.run(
-            ["curl", "-sf", "-o", "/dev/null", "--cacert", str(ca.ca_cert),
-             f"https://127.0.0.1:{port}/v2/"],
-            check=False,
-        ).returncode != 0:  # fmt: skip
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((root / "registry.log").read_text())
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        peers.stop(proc)
 
 
 def blob_get(addr: str, ca: CertAuthority, digest: str, size: int) -> float:
@@ -93,7 +61,9 @@ def main() -> None:
         rows: dict[str, dict[str, float]] = {}
         with (
             modelyard_registry_tls(work / "ours", ca) as (ours, _),
-            docker_registry_tls(work / "dist", ca) as dist,
+            peers.docker_registry(
+                work / "dist", access_log=False, tls=(ca.server_cert, ca.server_key, ca.ca_cert)
+            ) as dist,
         ):
             for label, addr in (("modelyard", ours), ("docker-registry", dist)):
                 row = rows.setdefault(label, {})

@@ -36,14 +36,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until `url` answers anything over HTTP; fail at once if `proc` (its server) exits."""
+def wait_http(
+    url: str,
+    timeout: float = 20.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    verify: bool | str | Path = True,
+) -> None:
+    """Wait until `url` answers anything over HTTP; fail at once if `proc` (its server) exits.
+    `verify`: False, or a CA file for https."""
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the server of {url} exited with {proc.returncode}")
         try:
-            httpx.get(url, timeout=1.0)
+            httpx.get(url, timeout=1.0, verify=str(verify) if isinstance(verify, Path) else verify)
             return
         except httpx.HTTPError:
             if time.monotonic() > deadline:
@@ -64,12 +70,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 @contextlib.contextmanager
 def docker_registry(
-    root: Path, htpasswd: Path | None = None, *, access_log: bool = True
+    root: Path,
+    htpasswd: Path | None = None,
+    *,
+    access_log: bool = True,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Iterator[str]:
     """Run Debian's docker-registry (CNCF distribution) on a free port; yield `host:port`.
 
     Its storage is `root/data`, its log (with the access log unless `access_log` is false,
-    as benchmarks want) `root/registry.log`.
+    as benchmarks want) `root/registry.log`. `tls` = (certificate, key, CA certificate) serves
+    HTTPS with that pair, waiting for readiness with the CA.
     """
     binary = require("docker-registry")
     port = free_port()
@@ -78,16 +89,18 @@ def docker_registry(
     if htpasswd:
         auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n"
     quiet = "" if access_log else "  accesslog:\n    disabled: true\n"
+    http_tls = f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else ""
     config = root / "config.yml"
     config.write_text(
         f"version: 0.1\nlog:\n  level: error\n{quiet}storage:\n  filesystem:\n"
         f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+        f"http:\n  addr: 127.0.0.1:{port}\n{http_tls}{auth}"
     )
     with open(root / "registry.log", "wb") as log:
         proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
         try:
-            wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+            scheme = "https" if tls else "http"
+            wait_http(f"{scheme}://127.0.0.1:{port}/v2/", proc=proc, verify=tls[2] if tls else True)
             yield f"127.0.0.1:{port}"
         finally:
             stop(proc)
