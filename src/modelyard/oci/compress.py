@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from modelyard.oci import mediatypes as mt
 from modelyard.oci import sha256
 
-_crc32: Callable[..., int] = zlib.crc32
+#: zlib.crc32's values, computed with PCLMULQDQ where the compiled module is available.
+crc32: Callable[..., int] = zlib.crc32
 try:  # PCLMULQDQ folding, about 2x zlib's CRC-32 here; same values
     from modelyard import _crc32 as _clmul  # type: ignore[attr-defined]
 
     if _clmul.available():
-        _crc32 = _clmul.crc32
+        crc32 = _clmul.crc32
 except ImportError:
     pass
 
@@ -224,7 +225,7 @@ class LayerStream:
                 self._sink(view)
             self._flush_ops()
             return
-        self._crc = _crc32(view, self._crc)
+        self._crc = crc32(view, self._crc)
         # Chunks and stored blocks sit at fixed offsets of the uncompressed stream, so the
         # output depends on the content only, never on how the caller sliced its writes.
         pos = 0

@@ -35,6 +35,7 @@ from modelyard.oci.compress import (
     CHUNK,
     GZIP_HEADER,
     LayerDigests,
+    crc32,
     deflate_chunk,
     is_compressible,
     stored_blocks,
@@ -331,7 +332,7 @@ class EStargzWriter:
         self._diff.update(view)
         self._usize += n
         self._isize += n
-        self._crc = zlib.crc32(view, self._crc)
+        self._crc = crc32(view, self._crc)
         # Pieces are cut at fixed offsets of the member's content, so the bytes depend on the
         # content only, never on how the caller sliced its writes.
         pos = 0
