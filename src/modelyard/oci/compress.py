@@ -9,15 +9,15 @@ bytes and writes them out. Modes:
   chunks that do not (float weights) are written as *stored* deflate blocks built here, byte
   for byte, so a weight layer's bytes do not depend on the zlib build. Every gzip reader
   accepts the result.
+- `gzip`: every chunk deflated by zlib.
+- `zstd`: one zstd frame (the `zstandard` library).
+- `none`: the tar itself.
 
 Stored blocks keep their content on the same 64-byte grid as the tar stream: each holds
 65472 (1023 x 64) bytes and is preceded by a frame of empty deflate blocks sized so that the
 content lands at a blob offset congruent to its tar offset modulo 64 (one frame of 64 bytes per
 block: 0.1% overhead). The diff_id, the blob digest and a file's own sha256 then see the same
 64-byte SHA-256 blocks, and `sha256.update3` hashes all three in one pass.
-- `gzip`: every chunk deflated by zlib.
-- `zstd`: one zstd frame (the `zstandard` library).
-- `none`: the tar itself.
 """
 
 from __future__ import annotations
@@ -123,10 +123,15 @@ def is_compressible(chunk: memoryview) -> bool:
     return len(zlib.compress(sample, 1)) < STORE_RATIO * len(sample)
 
 
+def chunk_deflater(level: int) -> zlib._Compress:
+    """A raw deflater for one chunk. A fresh one per chunk: the output never refers back across
+    chunks, so stored and deflated chunks can follow each other freely; the chunk ends with a
+    SYNC_FLUSH, byte-aligned."""
+    return zlib.compressobj(level, zlib.DEFLATED, -15, 9)
+
+
 def deflate_chunk(chunk: memoryview, level: int) -> bytes:
-    # A fresh compressor per chunk: the output never refers back across chunks, so stored
-    # and deflated chunks can follow each other freely. SYNC_FLUSH ends byte-aligned.
-    c = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
+    c = chunk_deflater(level)
     return c.compress(chunk) + c.flush(zlib.Z_SYNC_FLUSH)
 
 
@@ -144,12 +149,7 @@ _HashOp = tuple[tuple[sha256.Hash, ...], bytes | bytearray | memoryview]
 
 def _run_hash_ops(ops: list[_HashOp]) -> None:
     for hashes, data in ops:
-        if len(hashes) == 3:
-            sha256.update3(*hashes, data)
-        elif len(hashes) == 2:
-            sha256.update2(*hashes, data)
-        else:
-            hashes[0].update(data)
+        sha256.update_all(hashes, data)
 
 
 class LayerStream:
@@ -313,9 +313,7 @@ class LayerStream:
             self._chunk_mode = "stored"  # the sample is the start of the first stored block
             return
         self._chunk_mode = "deflate"
-        # A fresh compressor per chunk: the output never refers back across chunks, so stored
-        # and deflated chunks can follow each other freely. SYNC_FLUSH ends byte-aligned.
-        self._deflater = zlib.compressobj(self.level, zlib.DEFLATED, -15, 9)
+        self._deflater = chunk_deflater(self.level)
         pending, self._pending = self._pending, bytearray()
         self._emit(self._deflater.compress(pending))
 

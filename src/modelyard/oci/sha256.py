@@ -32,8 +32,9 @@ try:
 except ImportError:  # not built: hashlib only
     _ni = None
 
-#: True when `update2` runs the two states in one pass.
+#: True when `update2`/`update3` run their states in one pass.
 ACCELERATED = _ni is not None
+_NI_TYPE: type | None = type(_ni.sha256()) if _ni is not None else None
 
 
 def new(data: bytes | memoryview = b"") -> Hash:
@@ -46,7 +47,7 @@ def new(data: bytes | memoryview = b"") -> Hash:
 
 def update2(a: Hash, b: Hash, data: bytes | memoryview) -> None:
     """Absorb `data` into both `a` and `b` (two different objects)."""
-    if _ni is not None and type(a) is type(b) is _NI_TYPE:
+    if type(a) is type(b) is _NI_TYPE:  # never when not accelerated: _NI_TYPE is None
         _ni.update2(a, b, data)
     else:
         a.update(data)
@@ -55,7 +56,7 @@ def update2(a: Hash, b: Hash, data: bytes | memoryview) -> None:
 
 def update3(a: Hash, b: Hash, c: Hash, data: bytes | memoryview) -> None:
     """Absorb `data` into `a`, `b` and `c` (three different objects)."""
-    if _ni is not None and type(a) is type(b) is type(c) is _NI_TYPE:
+    if type(a) is type(b) is type(c) is _NI_TYPE:
         _ni.update3(a, b, c, data)
     else:
         a.update(data)
@@ -63,4 +64,14 @@ def update3(a: Hash, b: Hash, c: Hash, data: bytes | memoryview) -> None:
         c.update(data)
 
 
-_NI_TYPE: type | None = type(_ni.sha256()) if _ni is not None else None
+def update_all(hashes: tuple[Hash, ...], data: bytes | bytearray | memoryview) -> None:
+    """Absorb `data` into each of `hashes` (one to three different objects), in one pass when
+    they allow it."""
+    if len(hashes) == 3:
+        update3(*hashes, data)
+    elif len(hashes) == 2:
+        update2(*hashes, data)
+    else:
+        for h in hashes:
+            h.update(data)
+

@@ -55,14 +55,15 @@ def write_layer(
         SourceError: a file changed size or could not be read while packing.
     """
     stream: LayerStream | None = None
+    hasher: ThreadPoolExecutor | None = None
     tar: TarWriter | EStargzWriter
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="layer-sha256")
     if layer_format == "estargz":
         # The eStargz writer compresses and hashes itself, per file and per chunk.
         tar = EStargzWriter(out.write, mtime, level, compression)
     else:
         # Hashing (diff_id, blob digest, each file's sha256, in one pass) runs on `hasher`
         # while this thread reads, compresses and writes: a single-file layer uses two cores.
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="layer-sha256")
         stream = LayerStream(out.write, compression, level, hash_executor=hasher)
         tar = TarWriter(stream.write, mtime)
     paths = [f.path for f in plan.files]
@@ -79,19 +80,20 @@ def write_layer(
         assert stream is not None
         return LayerResult(plan, stream.close(), tuple(digests))
     finally:
-        hasher.shutdown()
+        if hasher is not None:
+            hasher.shutdown()
 
 
 def _copy(
     src: BinaryIO,
     write: Callable[[memoryview], object],
     stream: LayerStream,
+    bufs: list[memoryview],
     progress: Progress | None,
 ) -> None:
-    """Copy `src` into `write` (the tar writer in front of `stream`) through two aligned
-    buffers that alternate: a buffer is refilled only once the stream's hashing of it is done
-    (`stream.fence()`), so reading and writing one overlap with hashing the other."""
-    bufs = [memoryview(aligned_buffer()), memoryview(aligned_buffer())]
+    """Copy `src` into `write` (the tar writer in front of `stream`) through the two aligned
+    buffers `bufs`, which alternate: a buffer is refilled only once the stream's hashing of it
+    is done (`stream.fence()`), so reading and writing one overlap with hashing the other."""
     fences: list[Future[None] | None] = [None, None]
     i = 0
     while True:
@@ -120,28 +122,33 @@ def _write_entries(
     progress: Progress | None,
     digests: list[FileDigest],
 ) -> None:
+    bufs: list[memoryview] = []  # the copy buffers, made once per layer
     for parts, file_path in entries:
         if file_path is None:
             tar.add_dir("/".join(parts))
             continue
         f = by_path[file_path]
-        h = None if stream is None else sha256.new()
         try:
             with open(f.real, "rb", buffering=0) as src:
                 os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 tar.begin_file(f.path, f.size)
-                if h is None or stream is None:
+                if stream is None:  # eStargz: the writer hashes each file itself
+                    assert isinstance(tar, EStargzWriter)
                     for chunk in iter_chunks(src):
                         tar.write(chunk)
                         if progress:
                             progress(len(chunk))
+                    file_digest = tar.end_file()
                 else:
+                    bufs = bufs or [memoryview(aligned_buffer()) for _ in range(2)]
+                    h = sha256.new()
                     stream.attach(h)
                     try:
-                        _copy(src, tar.write, stream, progress)
+                        _copy(src, tar.write, stream, bufs, progress)
                     finally:
                         stream.detach()
-                file_digest = tar.end_file() or "sha256:" + h.hexdigest()  # type: ignore[union-attr]
+                    tar.end_file()
+                    file_digest = "sha256:" + h.hexdigest()
         except OSError as exc:
             raise SourceError(f"cannot read {f.path}: {exc.strerror or exc}") from exc
         except ValueError as exc:
