@@ -6,6 +6,7 @@ import builtins
 import contextlib
 import os
 import shutil
+import stat as stat_mode
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -90,11 +91,9 @@ class LocalDriver:
     def stat(self, path: str) -> FileInfo | None:
         try:
             st = os.stat(self._abs(path))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        except NotADirectoryError:
-            return None
-        return FileInfo(path, st.st_size, st.st_mtime, os.path.isdir(self._abs(path)))
+        return FileInfo(path, st.st_size, st.st_mtime, stat_mode.S_ISDIR(st.st_mode))
 
     def get(self, path: str) -> bytes:
         try:
