@@ -34,7 +34,6 @@ class FeatureExtraction(TextOnnxPipeline):
 
     def __init__(self, files: ModelFiles, config: ModelConfig) -> None:
         super().__init__(files, config)
-        self.output = files.output if files.output in self.output_names else self.output_names[0]
         self.pooling = files.pooling or "mean"
         self.normalize = files.normalize if config.normalize is None else config.normalize
         shape = self.session.get_outputs()[self.output_names.index(self.output)].shape

@@ -72,6 +72,7 @@ class TextOnnxPipeline(Pipeline):
         declared = [i.name for i in self.session.get_inputs()]
         self.input_names = [n for n in declared if n in (files.inputs or declared)]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output = files.output if files.output in self.output_names else self.output_names[0]
 
     def _pad_id(self) -> int:
         if self.files.pad_id is not None:

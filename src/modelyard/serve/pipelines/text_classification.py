@@ -48,7 +48,6 @@ class TextClassification(TextOnnxPipeline):
         if not files.labels:
             raise ModelRefError(f"{files.root}: a classifier needs labels")
         self.labels = list(files.labels)
-        self.output = files.output if files.output in self.output_names else self.output_names[0]
 
     def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         top_k = params.get("top_k", self.config.top_k)
