@@ -273,8 +273,7 @@ class Registry:
                 "SIZE_INVALID", f"chunk announced {length} bytes but {received} arrived"
             )
         offset += received
-        if received:
-            self.driver.sync(f"{base}/data")
+        if received:  # the appender's close() made the bytes durable: now record them
             self._save_state(base, offset)
         self._hashing[upload_id] = _Hashing(hasher, offset)
         return offset
