@@ -23,7 +23,7 @@ from modelyard.errors import InvalidReference, LayoutError
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.descriptor import Descriptor
 from modelyard.oci.layout import Layout, is_layout
-from modelyard.oci.manifest import ImageIndex, ImageManifest
+from modelyard.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from modelyard.oci.reference import DEFAULT_TAG, Reference
 
 
@@ -63,7 +63,7 @@ def _plan(layout: Layout, root: Descriptor) -> _Plan:
 
     def visit(desc: Descriptor) -> bytes:
         data = layout.read_blob(desc.digest)
-        doc = layout.read_manifest(desc)
+        doc = parse_manifest(data, desc.media_type)
         if isinstance(doc, ImageIndex):
             for child in doc.manifests:
                 if child.media_type not in mt.MANIFESTS:
