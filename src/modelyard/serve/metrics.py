@@ -50,39 +50,34 @@ class _Metric:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
 
-class Counter(_Metric):
-    kind = "counter"
+class _Scalar(_Metric):
+    """One value per label set: the common part of counters and gauges."""
 
     def __init__(self, name: str, help_text: str) -> None:
         super().__init__(name, help_text)
         self._values: dict[LabelKey, float] = {}
+
+    def render(self) -> list[str]:
+        with self._lock:
+            items = sorted(self._values.items())
+        return self.header() + [f"{self.name}{_fmt_labels(k)} {_num(v)}" for k, v in items]
+
+
+class Counter(_Scalar):
+    kind = "counter"
 
     def inc(self, amount: float = 1, **labels: str) -> None:
         key = _key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return self.header() + [f"{self.name}{_fmt_labels(k)} {_num(v)}" for k, v in items]
 
-
-class Gauge(_Metric):
+class Gauge(_Scalar):
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str) -> None:
-        super().__init__(name, help_text)
-        self._values: dict[LabelKey, float] = {}
 
     def set(self, value: float, **labels: str) -> None:
         with self._lock:
             self._values[_key(labels)] = value
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return self.header() + [f"{self.name}{_fmt_labels(k)} {_num(v)}" for k, v in items]
 
 
 class Histogram(_Metric):
