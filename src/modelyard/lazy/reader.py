@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
-from pathlib import Path
 from typing import IO
 
 from modelyard.client.registry import RegistryClient
@@ -192,14 +191,9 @@ def open_file(
         if loc.toc_file is None or loc.toc_file.size == 0:
             digest = image.fetch_to_cache([loc])[loc.path]
             image.close()
-            return _open_cached(image.cache, digest)
+            return open(image.cache.path(digest), "rb")
         raw = LazyFile(image, loc, own_image=True)
     except BaseException:
         image.close()
         raise
     return io.BufferedReader(raw, buffer_size=buffer_size)
-
-
-def _open_cached(cache: ContentCache, digest: str) -> IO[bytes]:
-    path: Path = cache.path(digest)
-    return open(path, "rb")
