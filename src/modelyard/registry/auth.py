@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.errors import ModelyardError
+from modelyard.oci.layout import fsync_dir
 from modelyard.registry.errcodes import RegistryError
 
 ACTIONS = ("pull", "push", "delete")
@@ -193,11 +194,7 @@ def _create_key(path: Path) -> bytes:
             os.link(tmp, path)
         except FileExistsError:
             return path.read_bytes()  # another worker created it first: use theirs
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
         return key
     except OSError as exc:
         raise AuthConfigError(f"cannot create the token signing key {path}: {exc}") from exc

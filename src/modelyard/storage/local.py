@@ -13,18 +13,10 @@ from typing import BinaryIO
 
 from modelyard.directio import DirectWriter
 from modelyard.errors import PathNotFound, StorageError
+from modelyard.oci.layout import fsync_dir
 from modelyard.storage.base import Appender, FileInfo, Hasher
 
 _TMP_PREFIX = ".tmp-"
-
-
-def _fsync_dir(path: str) -> None:
-    # A rename is durable only once the directory holding it is synced.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _LocalWriter:
@@ -52,7 +44,7 @@ class _LocalWriter:
             self._f.close()
             self._f = None
             os.replace(self._tmp, self._final)
-            _fsync_dir(os.path.dirname(self._final))
+            fsync_dir(Path(self._final).parent)  # makes the rename durable
         except OSError as exc:
             self.cancel()
             raise StorageError(f"cannot write {self.path}: {exc}") from exc
@@ -172,7 +164,7 @@ class LocalDriver:
             os.replace(s, d)
         except FileNotFoundError as exc:
             raise PathNotFound(src) from exc
-        _fsync_dir(os.path.dirname(d))
+        fsync_dir(Path(d).parent)
 
     def purge_temp(self, older_than: float) -> builtins.list[str]:
         removed = []
