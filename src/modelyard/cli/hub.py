@@ -77,9 +77,8 @@ def import_(
     reference = Reference.parse(ref or hf_to_oci(hub_source.repo_id))
     if push and reference.registry is None:
         raise click.UsageError("--push needs a registry in -t, like -t localhost:5000/org/model")
-    settings = HubSettings.from_env(max_workers=max_workers)
-    if quiet or as_json:
-        settings = HubSettings.from_env(max_workers=max_workers, progress=False)
+    quiet_bars = {"progress": False} if quiet or as_json else {}
+    settings = HubSettings.from_env(max_workers=max_workers, **quiet_bars)
 
     with tempfile.TemporaryDirectory(prefix="modelyard-import-") as tmp:
         out = output or (Path(tmp) / "layout" if push else default_layout_dir(reference))
