@@ -86,9 +86,7 @@ def serve(
         changes["port"] = port
     if memory_budget is not None:
         changes["memory_budget"] = parse_size(memory_budget)
-    config = ServeConfig(
-        **{**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, **changes}
-    )
+    config = dataclasses.replace(config, **changes)
     state = state_dir or config.state_dir or default_state_dir()
     # Custom pipelines are named package.module:Class; find them in the working directory too.
     if "" not in sys.path:
