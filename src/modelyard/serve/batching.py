@@ -82,12 +82,8 @@ class Batcher:
         self.in_flight = 0  # submitted and not yet answered (event loop only)
         self._alive = self.instances
         self._stopped: asyncio.Future[None] = self._loop.create_future()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"my-{name}-{i}", daemon=True)
-            for i in range(self.instances)
-        ]
-        for thread in self._threads:
-            thread.start()
+        for i in range(self.instances):
+            threading.Thread(target=self._work, name=f"my-{name}-{i}", daemon=True).start()
 
     @property
     def queued(self) -> int:
