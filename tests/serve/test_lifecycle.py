@@ -15,8 +15,13 @@ import httpx
 MB = 1024 * 1024
 
 
+def _sample(name: str, cls: str, **entry: Any) -> dict[str, Any]:
+    """A model entry of a custom pipeline of sample_pipelines."""
+    return {"name": name, "ref": None, "pipeline": f"sample_pipelines:{cls}", **entry}
+
+
 def _blob(name: str, mb: int = 48) -> dict[str, Any]:
-    return {"name": name, "ref": None, "pipeline": "sample_pipelines:Blob", "options": {"mb": mb}}
+    return _sample(name, "Blob", options={"mb": mb})
 
 
 def _states(runner: Any) -> dict[str, str]:
@@ -31,13 +36,12 @@ def test_run_once_runs_once_under_50_concurrent_first_requests(
     runner = start_runner(
         {
             "models": [
-                {
-                    "name": "once",
-                    "ref": None,
-                    "pipeline": "sample_pipelines:OnceCounter",
-                    "options": {"counter_file": str(counter), "loads_file": str(loads)},
-                    "batching": {"concurrency": 8, "max_batch_size": 4},
-                }
+                _sample(
+                    "once",
+                    "OnceCounter",
+                    options={"counter_file": str(counter), "loads_file": str(loads)},
+                    batching={"concurrency": 8, "max_batch_size": 4},
+                )
             ]
         }
     )
@@ -66,14 +70,8 @@ def test_ready_is_503_while_a_slow_on_startup_runs(start_runner: Any) -> None:
     runner = start_runner(
         {
             "models": [
-                {
-                    "name": "slow",
-                    "ref": None,
-                    "pipeline": "sample_pipelines:SlowStartup",
-                    "options": {"seconds": 3},
-                    "preload": True,
-                },
-                {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo"},
+                _sample("slow", "SlowStartup", options={"seconds": 3}, preload=True),
+                _sample("echo", "Echo"),
             ]
         }
     )
@@ -155,14 +153,13 @@ def test_full_queue_answers_429_with_retry_after(start_runner: Any) -> None:
     runner = start_runner(
         {
             "models": [
-                {
-                    "name": "slow",
-                    "ref": None,
-                    "pipeline": "sample_pipelines:Slow",
-                    "options": {"seconds": 0.5},
-                    "preload": True,
-                    "batching": {"max_queue": 2, "sequential": True},
-                }
+                _sample(
+                    "slow",
+                    "Slow",
+                    options={"seconds": 0.5},
+                    preload=True,
+                    batching={"max_queue": 2, "sequential": True},
+                )
             ]
         }
     )
@@ -186,17 +183,7 @@ def test_full_queue_answers_429_with_retry_after(start_runner: Any) -> None:
 
 def test_request_timeout_is_504(start_runner: Any) -> None:
     runner = start_runner(
-        {
-            "models": [
-                {
-                    "name": "slow",
-                    "ref": None,
-                    "pipeline": "sample_pipelines:Slow",
-                    "options": {"seconds": 2},
-                    "batching": {"timeout_s": 0.5},
-                }
-            ]
-        }
+        {"models": [_sample("slow", "Slow", options={"seconds": 2}, batching={"timeout_s": 0.5})]}
     )
     r = runner.client.post("/v1/models/slow/predict", json={"text": "x"})
     assert r.status_code == 504 and "did not answer" in r.json()["error"]
@@ -206,14 +193,13 @@ def test_sigterm_drains_in_flight_requests(start_runner: Any) -> None:
     runner = start_runner(
         {
             "models": [
-                {
-                    "name": "slow",
-                    "ref": None,
-                    "pipeline": "sample_pipelines:Slow",
-                    "options": {"seconds": 1.5},
-                    "preload": True,
-                    "batching": {"concurrency": 2},
-                }
+                _sample(
+                    "slow",
+                    "Slow",
+                    options={"seconds": 1.5},
+                    preload=True,
+                    batching={"concurrency": 2},
+                )
             ]
         }
     )
@@ -238,14 +224,8 @@ def test_a_slow_model_does_not_hold_up_another(start_runner: Any) -> None:
     runner = start_runner(
         {
             "models": [
-                {
-                    "name": "slow",
-                    "ref": None,
-                    "pipeline": "sample_pipelines:Slow",
-                    "options": {"seconds": 3},
-                    "preload": True,
-                },
-                {"name": "echo", "ref": None, "pipeline": "sample_pipelines:Echo", "preload": True},
+                _sample("slow", "Slow", options={"seconds": 3}, preload=True),
+                _sample("echo", "Echo", preload=True),
             ]
         }
     )
