@@ -336,3 +336,11 @@ def test_unloadable_source_is_a_clear_error(
     assert code == 1
     assert "cannot load" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_setting_choices_are_the_quantize_settings() -> None:
+    # The CLI keeps its own copy of the names (no onnxruntime import for --help): keep it in step.
+    from modelyard.cli.optimize import _SETTING_NAMES
+    from modelyard.optimize.quantize import EXTRA_SETTINGS, SETTINGS
+
+    assert tuple(s.name for s in (*SETTINGS, *EXTRA_SETTINGS)) == _SETTING_NAMES
