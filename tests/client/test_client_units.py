@@ -128,6 +128,21 @@ def test_blob_stream_resumes_with_range_after_a_drop():
     assert ranges == [None, "bytes=100000-"]
 
 
+def test_blob_stream_resumes_when_the_registry_ignores_range():
+    ranges: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ranges.append(request.headers.get("range"))
+        if len(ranges) == 1:
+            return httpx.Response(200, stream=Truncated(DATA, 100_000))
+        return httpx.Response(200, content=DATA)  # Range ignored: the whole blob again
+
+    with client_for(handler) as client:
+        # Small pieces: whole pieces are skipped, then part of one.
+        assert b"".join(client.get_blob_stream("org/m", DIGEST, read_size=30_000)) == DATA
+    assert ranges == [None, "bytes=100000-"]
+
+
 def test_blob_stream_detects_corruption():
     bad = bytearray(DATA)
     bad[5] ^= 1

@@ -435,12 +435,7 @@ class RegistryClient:
                     skip = 0
                 else:
                     raise self._error(resp, f"{name}@{digest}")
-                for chunk in _iter_raw(resp, read_size):
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk, skip = chunk[skip:], 0
+                for chunk in _drop(_iter_raw(resp, read_size), skip):
                     hasher.update(chunk)
                     received += len(chunk)
                     yield chunk
@@ -497,12 +492,7 @@ class RegistryClient:
             else:
                 raise self._error(resp, f"{name}@{digest}")
             out = bytearray()
-            for chunk in _iter_raw(resp, READ_SIZE):
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
+            for chunk in _drop(_iter_raw(resp, READ_SIZE), skip):
                 out += chunk[: want - len(out)]
                 if len(out) >= want:
                     break
@@ -722,6 +712,17 @@ def _iter_raw(resp: httpx.Response, size: int) -> Iterator[bytes]:
     # No re-chunking: pieces go on as they arrive (no extra copy, and a resume after a
     # dropped connection starts right after the last byte the caller received).
     yield from resp.iter_raw()
+
+
+def _drop(chunks: Iterator[bytes], skip: int) -> Iterator[bytes]:
+    """`chunks` without their first `skip` bytes (sent by a server that ignored Range)."""
+    for chunk in chunks:
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+        yield chunk
 
 
 def _is_digest(value: str) -> bool:
