@@ -145,7 +145,7 @@ class Overlap:
 @pytest.mark.parametrize(("sequential", "expected"), [(False, 2), (True, 1)])
 def test_instances_run_batches_at_once(sequential: bool, expected: int) -> None:
     async def main() -> tuple[Overlap, Recorder]:
-        run = Overlap(delay=0.1)
+        run = Overlap(delay=0.3)  # long enough for the second instance to start on a busy machine
         alone = Recorder()
         config = BatchingConfig(sequential=sequential, max_batch_size=32)
         batcher = Batcher("m", run, config, Metrics(), instances=2, run_alone=alone)
