@@ -39,7 +39,7 @@ from modelyard.errors import (
 )
 from modelyard.hub.names import DEFAULT_REVISION, is_commit, revision_to_tag
 from modelyard.oci.descriptor import Descriptor
-from modelyard.oci.digest import aligned_buffer
+from modelyard.oci.digest import iter_chunks
 from modelyard.oci.layout import Layout
 from modelyard.pack import PackOptions, pack
 from modelyard.pack.packer import platform_tag
@@ -313,17 +313,13 @@ def _hash_file(path: Path, git: bool) -> tuple[str, str | None, int]:
     size = path.stat().st_size
     sha256 = hashlib.sha256()
     sha1 = hashlib.sha1(b"blob %d\0" % size) if git else None
-    buf = aligned_buffer()
-    view = memoryview(buf)
     n = 0
     with open(path, "rb", buffering=0) as f:
-        while count := f.readinto(buf):  # type: ignore[arg-type]
-            sha256.update(view[:count])
+        for chunk in iter_chunks(f):
+            sha256.update(chunk)
             if sha1 is not None:
-                sha1.update(view[:count])
-            n += count
-    view.release()
-    buf.close()
+                sha1.update(chunk)
+            n += len(chunk)
     return sha256.hexdigest(), sha1.hexdigest() if sha1 else None, n
 
 
