@@ -1,7 +1,8 @@
 """The shared half of the built-in text pipelines: tokenizer + onnxruntime session.
 
-Requests are tokenized on arrival (to count their tokens for batching) and padded per batch, to
-the longest sequence of that batch only.
+Requests are tokenized on arrival (to count their tokens for batching). A batch runs as one or
+more onnxruntime runs of similar lengths (`split_by_length`), each padded to its own longest
+sequence.
 """
 
 from __future__ import annotations
@@ -21,6 +22,33 @@ TEXTS_SCHEMA: dict[str, Any] = {
         {"type": "array", "items": {"type": "string"}, "minItems": 1},
     ]
 }
+
+
+# What one more onnxruntime run costs, in padded tokens: MiniLM int8 on one core takes about
+# 0.65 ms a run plus 0.055 ms a token (batches of 1 to 16, 14-20 tokens).
+RUN_COST_TOKENS = 12
+
+
+def split_by_length(lengths: list[int], run_cost: int = RUN_COST_TOKENS) -> list[list[int]]:
+    """Indices of `lengths` grouped into runs, shortest first, to pad as little as pays.
+
+    A run of n sequences is padded to its longest, l, and costs `run_cost + n * l`; the groups
+    are the contiguous slices (in length order) with the least total cost. On MiniLM int8 and
+    batches of 16 sentences of 14-20 tokens, one padded run wasted 17% of its tokens; split
+    this way a batch ran 5-10% faster.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    best = [0] + [0] * len(order)  # best[j]: least cost of the first j sequences in order
+    start = [0] * (len(order) + 1)  # start[j]: where the last run of that best split begins
+    for j in range(1, len(order) + 1):
+        longest = lengths[order[j - 1]]
+        best[j], start[j] = min((best[i] + run_cost + (j - i) * longest, i) for i in range(j))
+    runs: list[list[int]] = []
+    j = len(order)
+    while j:
+        runs.append(order[start[j] : j])
+        j = start[j]
+    return runs[::-1]
 
 
 @dataclass
@@ -119,9 +147,17 @@ class TextOnnxPipeline(Pipeline):
         return self._run(batch, self.lone_session)
 
     def _run(self, batch: list[Prepared], session: Any) -> list[Any]:
+        import numpy as np
+
         encodings = [e for p in batch for e in p.value.encodings]
-        feed = self.feed(encodings)
-        outputs = self.infer(session, feed)
+        runs = split_by_length([len(e.ids) for e in encodings])
+        if len(runs) == 1:
+            outputs = self.infer(session, self.feed(encodings))
+        else:
+            parts = [self.infer(session, self.feed([encodings[i] for i in run])) for run in runs]
+            outputs = np.empty((len(encodings), *parts[0].shape[1:]), parts[0].dtype)
+            for run, part in zip(runs, parts, strict=True):
+                outputs[run] = part
         results = []
         start = 0
         for p in batch:
