@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,16 @@ def test_embeddings_match_torch_and_batching(runner: Any, tiny: dict[str, Path])
     alone = runner.client.post("/v1/embeddings", json={"model": "emb", "input": "a dog"}).json()
     np.testing.assert_allclose(alone["data"][0]["embedding"], vectors[1], atol=1e-5)
 
+    # A batch of very different lengths runs as several onnxruntime runs (split_by_length):
+    # each answer is still the one of its own text, in order.
+    long = " ".join(["the weather is very good today"] * 12)
+    mixed = [long, "a dog", SENTENCES[0], long + " again"]
+    r = runner.client.post("/v1/embeddings", json={"model": "emb", "input": mixed})
+    got = np.array([d["embedding"] for d in r.json()["data"]])
+    for text, vector in zip(mixed, got, strict=True):
+        one = runner.client.post("/v1/embeddings", json={"model": "emb", "input": text}).json()
+        np.testing.assert_allclose(one["data"][0]["embedding"], vector, atol=1e-5)
+
     v2 = runner.client.post(
         "/v2/models/emb/infer",
         json={
@@ -196,6 +207,39 @@ def test_non_json_and_empty_body(runner: Any) -> None:
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     r = runner.client.post("/v1/models/cls/predict", content=b"")
     assert r.status_code == 400 and "empty" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/embeddings", "/v2/models/emb/infer", "/v1/models/emb/predict"]
+)
+def test_inference_routes_edges(runner: Any, path: str) -> None:
+    """The inference routes skip starlette's stack: check what it did for them still holds."""
+    c = runner.client
+    assert c.get(path).status_code == 405
+    assert c.put(path, json={}).status_code == 405
+
+    def chunks() -> Iterator[bytes]:  # no content-length: the limit applies as bytes arrive
+        for _ in range(20):
+            yield b" " * 4096
+
+    r = c.post(path, content=chunks())
+    assert r.status_code == 413 and "over 65536 bytes" in r.json()["error"]
+    # A declared size over the limit is refused before the body is read.
+    with socket.create_connection(("127.0.0.1", runner.port), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 70000\r\n\r\n".encode())
+        answer = b""
+        while b"bytes" not in answer:  # the head and the body may come in two reads
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413") and b"70000 bytes" in answer
+    # A client that promises a body and leaves halfway: no answer owed, nothing breaks.
+    with socket.create_connection(("127.0.0.1", runner.port)) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n{{".encode())
+    body = {"model": "emb", "input": "after"} if path == "/v1/embeddings" else {"inputs": "after"}
+    if path.startswith("/v2"):
+        body = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["after"]}]}
+    assert c.post(path, json=body).status_code == 200
 
 
 def test_failed_model_is_error_and_runner_stays_up(runner: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from modelyard.serve.config import (
 )
 from modelyard.serve.metrics import Metrics
 from modelyard.serve.pipelines.base import Prepared
+from modelyard.serve.pipelines.text import split_by_length
 from modelyard.serve.resolve import is_registry_ref, resolve_model_ref
 from modelyard.testing.peers import free_port
 
@@ -110,6 +112,53 @@ def test_batches_respect_rows_and_tokens() -> None:
     assert rec.batches[0] == [1]
     # 4 rows max; the 90-token item does not fit after 2 x 10 tokens; it and 3 rows do.
     assert rec.batches[1:] == [[1, 1, 1, 1], [1, 1], [1, 3]]
+
+
+@pytest.mark.parametrize(("instances", "expected"), [(1, [10]), (2, [5, 5])])
+def test_a_burst_from_one_loop_pass_is_one_batch(instances: int, expected: list[int]) -> None:
+    """Requests queued in one pass of the event loop are offered to the instances together.
+
+    Each handler releases the GIL before it queues its request, as the tokenizer does: when an
+    instance was woken by the first request, it ran a batch of 1 ([1, 9]; [1, 1, 8] with two).
+    """
+
+    async def main() -> Recorder:
+        rec = Recorder(delay=0.05)
+        batcher = Batcher("m", rec, BatchingConfig(), Metrics(), instances=instances)
+
+        async def handler(i: int) -> Any:
+            time.sleep(0.002)  # releases the GIL, within the same pass of the loop
+            return await batcher.submit(Prepared(i))
+
+        assert await asyncio.gather(*(handler(i) for i in range(10))) == [i * 2 for i in range(10)]
+        await batcher.close()
+        return rec
+
+    assert sorted(len(b) for b in asyncio.run(main()).batches) == expected
+
+
+def test_split_by_length_pads_as_little_as_pays() -> None:
+    import itertools
+
+    def cost(lengths: list[int], runs: list[list[int]], run_cost: int) -> int:
+        return sum(run_cost + len(r) * max(lengths[i] for i in r) for r in runs)
+
+    assert split_by_length([17] * 16) == [list(range(16))]
+    assert split_by_length([5, 100]) == [[0], [1]]
+    assert split_by_length([40, 3, 41, 4], run_cost=12) == [[1, 3], [0, 2]]
+    rng = random.Random(7)
+    for _ in range(200):
+        lengths = [rng.randint(1, 60) for _ in range(rng.randint(1, 7))]
+        runs = split_by_length(lengths, run_cost=12)
+        assert sorted(i for r in runs for i in r) == list(range(len(lengths)))
+        # No split into contiguous groups of the sorted order does better.
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        best = min(
+            cost(lengths, [order[a:b] for a, b in itertools.pairwise((0, *cuts, len(order)))], 12)
+            for k in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), k)
+        )
+        assert cost(lengths, runs, 12) == best
 
 
 def test_sequential_mode_runs_one_at_a_time() -> None:

@@ -7,6 +7,7 @@ health, metrics and OpenAPI (`handlers/ops.py`).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,18 +15,45 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from modelyard.serve.config import ServeConfig
 from modelyard.serve.handlers import inference, kserve, ops
 from modelyard.serve.runner import Runner
-from modelyard.serve.wire import error_response, guard
+from modelyard.serve.wire import LeanEndpoint, error_response, guard
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-def create_app(config: ServeConfig, state_dir: Path) -> Starlette:
+class InferenceFirst:
+    """The app, with a short way in for `POST` to the inference routes.
+
+    Those requests go straight to their endpoint (the same one the app routes them to), past
+    starlette's middleware and router; any other request, or method, goes through the app.
+    """
+
+    def __init__(self, app: Starlette, routes: list[tuple[str, LeanEndpoint]]) -> None:
+        self.app = app
+        self.state = app.state
+        self._routes = [
+            (re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"), endpoint)
+            for path, endpoint in routes
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            for pattern, endpoint in self._routes:
+                match = pattern.match(scope["path"])
+                if match:
+                    scope["path_params"] = match.groupdict()
+                    await endpoint(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(config: ServeConfig, state_dir: Path) -> InferenceFirst:
     """The app serving `config`'s models, keeping history and caches in `state_dir`."""
     runner = Runner(config, state_dir)
 
@@ -37,11 +65,13 @@ def create_app(config: ServeConfig, state_dir: Path) -> Starlette:
         finally:
             await runner.stop()
 
-    # Inference first: starlette tries routes in order, a regex each.
+    inference_routes = [
+        ("/v1/embeddings", LeanEndpoint(inference.embeddings, runner)),
+        ("/v2/models/{name}/infer", LeanEndpoint(kserve.infer, runner)),
+        ("/v1/models/{name}/predict", LeanEndpoint(inference.predict, runner)),
+    ]
     routes = [
-        Route("/v1/embeddings", guard(inference.embeddings), methods=["POST"]),
-        Route("/v2/models/{name}/infer", guard(kserve.infer), methods=["POST"]),
-        Route("/v1/models/{name}/predict", guard(inference.predict), methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in inference_routes),
         Route("/health", guard(ops.health)),
         Route("/metrics", guard(ops.metrics)),
         Route("/openapi.json", guard(ops.openapi)),
@@ -55,4 +85,4 @@ def create_app(config: ServeConfig, state_dir: Path) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={500: _on_error})
     app.state.runner = runner
-    return app
+    return InferenceFirst(app, inference_routes)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from modelyard.errors import InvalidInput
-from modelyard.serve.runner import runner_of
-from modelyard.serve.wire import JSONResponse, read_json
+from modelyard.serve.runner import Runner
+from modelyard.serve.wire import BodyReader
 
 
-async def embeddings(request: Request) -> Response:
-    runner = runner_of(request)
-    body = await read_json(request, runner.config.max_body_bytes)
+async def embeddings(runner: Runner, params: dict[str, str], read: BodyReader) -> Any:
+    body = await read()
     if not isinstance(body, dict):
         raise InvalidInput("body must be a JSON object with input and model")
     name = body.get("model")
@@ -40,17 +36,16 @@ async def embeddings(request: Request) -> Response:
             vector = base64.b64encode(row.astype("<f4").tobytes()).decode()
         data.append({"object": "embedding", "index": i, "embedding": vector})
     usage = {"prompt_tokens": prepared.tokens, "total_tokens": prepared.tokens}
-    return JSONResponse({"object": "list", "data": data, "model": name, "usage": usage})
+    return {"object": "list", "data": data, "model": name, "usage": usage}
 
 
-async def predict(request: Request) -> Response:
-    runner = runner_of(request)
-    name = request.path_params["name"]
+async def predict(runner: Runner, params: dict[str, str], read: BodyReader) -> Any:
+    name = params["name"]
     slot = runner.manager.get(name)
-    body = await read_json(request, runner.config.max_body_bytes)
+    body = await read()
     result, _prepared, slot = await runner.infer(name, body)
     if slot.config.is_custom:
-        return JSONResponse(result)
+        return result
     if slot.pipeline is not None and slot.pipeline.task == "feature-extraction":
-        return JSONResponse({"model": name, "embeddings": result})
-    return JSONResponse({"model": name, "outputs": result})
+        return {"model": name, "embeddings": result}
+    return {"model": name, "outputs": result}

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from modelyard import __version__
 from modelyard.errors import InvalidInput, ModelLoadFailed
 from modelyard.serve.models import ModelSlot, State
-from modelyard.serve.runner import runner_of
-from modelyard.serve.wire import JSONResponse, read_json
+from modelyard.serve.runner import Runner, runner_of
+from modelyard.serve.wire import BodyReader, JSONResponse
 
 
 async def server_metadata(request: Request) -> Response:
@@ -127,11 +127,10 @@ def _v2_texts(body: Any) -> tuple[list[str], dict[str, Any], str | None]:
     return texts, params, request_id
 
 
-async def infer(request: Request) -> Response:
-    runner = runner_of(request)
-    name = request.path_params["name"]
+async def infer(runner: Runner, path: dict[str, str], read: BodyReader) -> Any:
+    name = path["name"]
     slot = runner.manager.get(name)
-    body = await read_json(request, runner.config.max_body_bytes)
+    body = await read()
     if slot.config.is_custom:
         raise InvalidInput(
             f"model {name!r} has a custom pipeline: call /v1/models/{name}/predict", 400
@@ -165,9 +164,7 @@ async def infer(request: Request) -> Response:
                 "data": [s["score"] for row in result for s in row],
             },
         ]
-    return JSONResponse(
-        {"model_name": name, "id": request_id or uuid.uuid4().hex, "outputs": outputs}
-    )
+    return {"model_name": name, "id": request_id or uuid.uuid4().hex, "outputs": outputs}
 
 
 async def load(request: Request) -> Response:
