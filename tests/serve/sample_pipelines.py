@@ -98,10 +98,15 @@ class Blob:
 class Slow:
     def __init__(self, options: dict[str, Any]) -> None:
         self.seconds = float(options.get("seconds", 1))
+        self.closed_file = options.get("closed_file")
 
     def predict(self, q: Question) -> dict[str, str]:
         time.sleep(self.seconds)
         return {"text": q.text}
+
+    def close(self) -> None:
+        if self.closed_file:
+            Path(self.closed_file).write_text("closed")
 
 
 class Broken:

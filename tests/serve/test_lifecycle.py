@@ -189,14 +189,15 @@ def test_request_timeout_is_504(start_runner: Any) -> None:
     assert r.status_code == 504 and "did not answer" in r.json()["error"]
 
 
-def test_sigterm_drains_in_flight_requests(start_runner: Any) -> None:
+def test_sigterm_drains_in_flight_requests(start_runner: Any, tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
     runner = start_runner(
         {
             "models": [
                 _sample(
                     "slow",
                     "Slow",
-                    options={"seconds": 1.5},
+                    options={"seconds": 1.5, "closed_file": str(closed)},
                     preload=True,
                     batching={"concurrency": 2},
                 )
@@ -218,6 +219,7 @@ def test_sigterm_drains_in_flight_requests(start_runner: Any) -> None:
     assert [r.json()["text"] for r in responses] == ["in flight 0", "in flight 1"]
     assert runner.proc.wait(30) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in runner.log()
+    assert closed.read_text() == "closed"  # the model's close() ran, after the drain
 
 
 def test_a_slow_model_does_not_hold_up_another(start_runner: Any) -> None:

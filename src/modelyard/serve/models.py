@@ -283,11 +283,21 @@ class ModelManager:
             self.startup_done.set()
 
     async def close(self) -> None:
+        """Finish what the queues hold, then release every loaded model (its `close()`)."""
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
         for slot in self.slots.values():
             if slot.batcher is not None:
                 await slot.batcher.close()
+        loop = asyncio.get_running_loop()
+        for slot in self.slots.values():
+            pipeline, slot.pipeline = slot.pipeline, None
+            if pipeline is None:
+                continue
+            try:
+                await loop.run_in_executor(self._loader, _close, pipeline)
+            except Exception as exc:  # the user's close(): report it, close the others
+                log.warning("closing model %r failed: %s", slot.name, exc)
         self._loader.shutdown(wait=False)
 
 

@@ -96,7 +96,9 @@ class TextOnnxPipeline(Pipeline):
         self.pad_id = self._pad_id()
         self.session = _session(ort, files.model, config.intra_op_threads)
         lone = config.lone_session_threads
-        self.lone_session = _session(ort, files.model, lone) if lone else self.session
+        # A second session only if it differs: one with the same threads would be a copy.
+        same = lone in (0, config.intra_op_threads)
+        self.lone_session = self.session if same else _session(ort, files.model, lone)
         declared = [i.name for i in self.session.get_inputs()]
         self.input_names = [n for n in declared if n in (files.inputs or declared)]
         self.output_names = [o.name for o in self.session.get_outputs()]
