@@ -10,6 +10,10 @@
     same int8 bundle served by one runner with dynamic batching (default settings) and in
     sequential mode (one request at a time through the model) with each onnxruntime thread count
     of 1, half the cores and all of them; the ratios are against the best sequential setting.
+(c) The engine alone, no HTTP: the runner's own pipeline (tokenizer + onnxruntime) run in this
+    process one sentence at a time (each thread count of (b)), and in batches of 16 on one thread
+    per core, as the batched runner does at 32 connections. Its ratio is what batching can gain
+    on this model and machine: the ceiling of (b)'s.
 """
 
 from __future__ import annotations
@@ -284,6 +288,65 @@ def throughput(
     return results
 
 
+def engine_only(bundle: Path, work: Path, seconds: float, rounds: int) -> dict[str, float]:
+    """Sentences per second of the runner's pipeline without HTTP (see (c) in the docstring);
+    the modes alternate and each keeps its median round."""
+    import threading
+
+    from modelyard.serve.config import ModelConfig
+    from modelyard.serve.models import build_pipeline
+
+    texts = sentences(512, seed=5)
+    cores = os.cpu_count() or 1
+    pipelines = {
+        threads: build_pipeline(
+            ModelConfig(
+                name="engine", ref=str(bundle), pipeline="feature-extraction", threads=threads
+            ),
+            work / "engine-cache",
+        )[0]
+        for threads in sequential_threads()
+    }
+
+    def rate(workers: int, step: Any) -> float:
+        done = [0] * workers
+        stop = time.perf_counter() + seconds
+
+        def work(k: int) -> None:
+            while time.perf_counter() < stop:
+                done[k] += step(k, done[k])
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(done) / (time.perf_counter() - start)
+
+    def sequential(pipe: Any) -> Any:
+        def one(k: int, done: int) -> int:
+            pipe.run([pipe.prepare({"inputs": texts[done % len(texts)]})])
+            return 1
+
+        return one
+
+    def batched(k: int, done: int) -> int:
+        first = (k * 16 + done * cores) % (len(texts) - 16)
+        pipe = pipelines[1]
+        pipe.run([pipe.prepare({"inputs": t}) for t in texts[first : first + 16]])
+        return 16
+
+    runs: dict[str, list[float]] = {m: [] for m in modes()}
+    for _ in range(rounds):
+        for threads, pipe in pipelines.items():
+            runs[f"sequential-{threads}t"].append(rate(1, sequential(pipe)))
+        runs["batched"].append(rate(cores, batched))
+    for pipe in pipelines.values():
+        pipe.close()
+    return {mode: statistics.median(r) for mode, r in runs.items()}
+
+
 def table(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
@@ -301,6 +364,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4, help="wrk duration per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per level (median kept)")
     ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--skip-engine", action="store_true", help="skip (c), the engine alone")
     args: Any = ap.parse_args()
     model = args.model or find_minilm()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -346,6 +410,19 @@ def main() -> None:
         f"(target >= x2.5); p50 at c=1 vs the best sequential ({quickest}): x{p50:.2f} "
         "(target <= x1.2)"
     )
+
+    if not args.skip_engine:
+        engine = engine_only(bundle, args.work, args.seconds / 2, args.rounds)
+        print(
+            f"\n(c) the engine alone, no HTTP: the runner's pipeline in this process, "
+            f"median of {args.rounds} alternating rounds"
+        )
+        table([["mode", "sentences/s"]] + [[mode, f"{rate:.0f}"] for mode, rate in engine.items()])
+        best = max(v for k, v in engine.items() if k != "batched")
+        print(
+            f"batching gains x{engine['batched'] / best:.2f} in the engine itself: the ceiling of "
+            f"(b)'s x{speedup:.2f}"
+        )
 
 
 if __name__ == "__main__":
