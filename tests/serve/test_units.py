@@ -14,16 +14,19 @@ from typing import Any
 import pytest
 
 from modelyard.errors import InferenceTimeout, ModelRefError, Overloaded, ServeConfigError
+from modelyard.serve import models
 from modelyard.serve.batching import Batcher
 from modelyard.serve.config import (
     BatchingConfig,
+    ModelConfig,
+    ServeConfig,
     config_from_dict,
     load_config,
     parse_model_flag,
     parse_size,
 )
 from modelyard.serve.metrics import Metrics
-from modelyard.serve.pipelines.base import Prepared
+from modelyard.serve.pipelines.base import Pipeline, Prepared
 from modelyard.serve.pipelines.text import split_by_length
 from modelyard.serve.resolve import is_registry_ref, resolve_model_ref
 from modelyard.testing.peers import free_port
@@ -353,3 +356,53 @@ def test_history_counts_within_the_window_and_keeps_sizes(tmp_path: Path) -> Non
     assert reopened.hottest(4 * 3600, now=now)[0] == ("old", 50)
     assert reopened.sizes() == {"a": 1234}
     reopened.close()
+
+
+class _LateSession(Pipeline):
+    """Serves at once; `after_ready` then holds 64 MiB more, like a second session."""
+
+    started = threading.Event()
+
+    def __init__(self) -> None:
+        self.extra: Any = None
+        self.release = threading.Event()
+
+    def prepare(self, payload: Any) -> Prepared:
+        return Prepared(payload)
+
+    def run(self, batch: list[Prepared]) -> list[Any]:
+        return [p.value for p in batch]
+
+    def after_ready(self) -> None:
+        import numpy as np
+
+        self.started.set()
+        self.release.wait(10)
+        self.extra = np.ones(64 * 1024 * 1024 // 8)
+
+
+def test_after_ready_work_does_not_hold_up_serving_and_its_memory_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = _LateSession()
+    monkeypatch.setattr(models, "build_pipeline", lambda config, cache: (pipeline, 0))
+
+    async def main() -> tuple[int, int]:
+        config = ServeConfig(models=(ModelConfig(name="m", ref=None, pipeline="x:Y"),))
+        manager = models.ModelManager(config, Metrics(), None, tmp_path)
+        slot = await manager.load("m")
+        assert slot.state is models.State.READY
+        await asyncio.to_thread(_LateSession.started.wait, 10)
+        assert slot.batcher is not None
+        assert await slot.batcher.submit(Prepared("served meanwhile")) == "served meanwhile"
+        before = slot.resident_bytes
+        pipeline.release.set()
+        for _ in range(200):
+            if slot.resident_bytes != before:
+                break
+            await asyncio.sleep(0.05)
+        await manager.close()
+        return before, slot.resident_bytes
+
+    before, after = asyncio.run(main())
+    assert after - before >= 60 * 1024 * 1024

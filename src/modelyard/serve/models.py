@@ -21,9 +21,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from modelyard.errors import ModelLoadFailed, ModelNotFound, ModelyardError
 from modelyard.serve.batching import Batcher
@@ -33,6 +35,7 @@ from modelyard.serve.metrics import Metrics
 from modelyard.serve.pipelines.base import Pipeline
 
 log = logging.getLogger("modelyard.serve")
+T = TypeVar("T")
 
 
 class State(enum.StrEnum):
@@ -123,6 +126,7 @@ class ModelManager:
         self._known_sizes = history.sizes() if history else {}
         self.startup_done = asyncio.Event()
         self._startup: asyncio.Task[None] | None = None
+        self._after_ready: set[asyncio.Task[None]] = set()
 
     def get(self, name: str) -> ModelSlot:
         try:
@@ -187,17 +191,37 @@ class ModelManager:
         slot.last_used = time.monotonic()
         slot.state, slot.error, slot.loading = State.READY, None, None
         self.metrics.load_seconds.observe(slot.load_seconds, model=slot.name)
-        self.metrics.resident.set(slot.resident_bytes, model=slot.name)
-        self._known_sizes[slot.name] = slot.resident_bytes
-        if self.history is not None:
-            self.history.set_size(slot.name, slot.resident_bytes)
+        self._set_size(slot, slot.resident_bytes)
         log.info(
             "model %s READY in %.3f s, %d bytes resident",
             slot.name,
             slot.load_seconds,
             slot.resident_bytes,
         )
+        task = loop.create_task(self._finish_loading(slot, pipeline))
+        self._after_ready.add(task)
+        task.add_done_callback(self._after_ready.discard)
         await self._make_room(0, keep=slot)
+
+    async def _finish_loading(self, slot: ModelSlot, pipeline: Pipeline) -> None:
+        """Run the model's `after_ready` work; what it holds counts toward its resident size."""
+        loop = asyncio.get_running_loop()
+        try:
+            _, grown = await loop.run_in_executor(self._loader, _measured, pipeline.after_ready)
+        except Exception as exc:  # it serves without; say why
+            log.warning("model %s: after_ready failed: %s", slot.name, exc)
+            return
+        if slot.pipeline is not pipeline or grown == 0:  # unloaded meanwhile, or nothing to add
+            return
+        self._set_size(slot, slot.resident_bytes + grown)
+        await self._make_room(0, keep=slot)
+
+    def _set_size(self, slot: ModelSlot, size: int) -> None:
+        slot.resident_bytes = size
+        self.metrics.resident.set(size, model=slot.name)
+        self._known_sizes[slot.name] = size
+        if self.history is not None:
+            self.history.set_size(slot.name, size)
 
     def _load_measured(self, config: ModelConfig) -> tuple[Pipeline, int, int]:
         if not config.is_custom:
@@ -205,9 +229,8 @@ class ModelManager:
             import numpy  # noqa: F401
             import onnxruntime  # noqa: F401
             import tokenizers  # noqa: F401
-        before = _rss_bytes()
-        pipeline, floor = build_pipeline(config, self.cache_dir)
-        return pipeline, floor, max(0, _rss_bytes() - before)
+        (pipeline, floor), resident = _measured(build_pipeline, config, self.cache_dir)
+        return pipeline, floor, resident
 
     async def _make_room(self, needed: int, keep: ModelSlot) -> None:
         if self.budget is None:
@@ -286,6 +309,8 @@ class ModelManager:
         """Finish what the queues hold, then release every loaded model (its `close()`)."""
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
+        for task in list(self._after_ready):
+            task.cancel()
         for slot in self.slots.values():
             if slot.batcher is not None:
                 await slot.batcher.close()
@@ -299,6 +324,13 @@ class ModelManager:
             except Exception as exc:  # the user's close(): report it, close the others
                 log.warning("closing model %r failed: %s", slot.name, exc)
         self._loader.shutdown(wait=False)
+
+
+def _measured(func: Callable[..., T], *args: Any) -> tuple[T, int]:
+    """`func(*args)` and how much the process's resident memory grew meanwhile (>= 0)."""
+    before = _rss_bytes()
+    result = func(*args)
+    return result, max(0, _rss_bytes() - before)
 
 
 def _close(pipeline: Pipeline) -> None:

@@ -9,7 +9,9 @@ The runner calls, in this order:
     `run_alone(batch)`   the same, for a batch that runs while no other batch of the model
                          does: it may use more threads. By default `run`.
     `close()`            when the model is evicted or unloaded.
-`load` (the constructor) and `startup()` run in a worker thread before the model is READY.
+`load` (the constructor) and `startup()` run in a worker thread before the model is READY;
+`after_ready()` runs in that thread just after: work the model can serve without (its memory
+counts toward the model's resident size all the same).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Pipeline:
 
     def run_alone(self, batch: list[Prepared]) -> list[Any]:
         return self.run(batch)
+
+    def after_ready(self) -> None:
+        """Work that may finish while the model already serves (runs in a worker thread)."""
 
     def close(self) -> None:
         """Release what the model holds."""
