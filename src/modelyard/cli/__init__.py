@@ -32,6 +32,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("modelyard.cli.registry", "registry"),
     ("modelyard.cli.transfer", "push"),
     ("modelyard.cli.transfer", "pull"),
+    ("modelyard.cli.login", "login"),
+    ("modelyard.cli.login", "logout"),
     ("modelyard.cli.serve", "serve"),
     ("modelyard.cli.optimize", "optimize"),
     ("modelyard.cli.hub", "import_"),
