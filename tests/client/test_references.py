@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
-from modelyard.errors import InvalidReference
+from modelyard.client.registry import RegistryClient
+from modelyard.errors import AuthenticationError, InvalidReference
 from modelyard.oci.reference import DOCKER_HUB_API, Reference, api_host
 
 DIGEST = "sha256:" + "ab" * 32
@@ -137,3 +139,37 @@ def test_pack_tag_without_a_host_stays_a_local_name(tmp_path: Path) -> None:
 
     assert default_layout_dir(Reference.parse("ubuntu")).name == "ubuntu"
     assert default_layout_dir(Reference.parse("org/m:v1")).name == "org_m"
+
+
+def _recording_client(paths: list[str]) -> RegistryClient:
+    """A Docker Hub client whose every request is recorded and refused (401, no challenge)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        return httpx.Response(401)
+
+    return RegistryClient("docker.io", transport=httpx.MockTransport(handler), retries=0)
+
+
+def test_library_entry_points_apply_docker_defaults(model_layout: Path, tmp_path: Path) -> None:
+    """pull, push_layout (and so `pack --push`) and lazy access all read `ubuntu` as
+    docker.io/library/ubuntu, as the push/pull commands do; a host:port stays as it is."""
+    from modelyard.client.pull import pull
+    from modelyard.client.push import push_layout
+    from modelyard.lazy.image import RemoteImage
+
+    assert Reference.remote("ubuntu") == Reference("docker.io", "library/ubuntu")
+    assert Reference.remote(Reference(None, "org/m", "v1")) == Reference("docker.io", "org/m", "v1")
+    local = Reference("localhost:5000", "x", "v1")
+    assert Reference.remote(local) is local
+    assert Reference.remote("127.0.0.1:5000/x:v1").registry == "127.0.0.1:5000"
+
+    for call in (
+        lambda c: pull("ubuntu", tmp_path / "out", client=c),
+        lambda c: push_layout(model_layout, "v1", "ubuntu", client=c),
+        lambda c: RemoteImage("ubuntu", client=c).digest,
+    ):
+        paths: list[str] = []
+        with pytest.raises(AuthenticationError):
+            call(_recording_client(paths))
+        assert paths and all(p.startswith("/v2/library/ubuntu/") for p in paths), paths

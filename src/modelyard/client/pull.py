@@ -18,7 +18,7 @@ from typing import Any
 from modelyard.client.progress import ByteProgress, Progress
 from modelyard.client.registry import RegistryClient
 from modelyard.directio import DirectWriter
-from modelyard.errors import InvalidManifest, InvalidReference, LayoutError, RemoteNotFound
+from modelyard.errors import InvalidManifest, LayoutError, RemoteNotFound
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.descriptor import Descriptor, Platform
 from modelyard.oci.digest import Digest
@@ -203,11 +203,7 @@ def pull(
         'sha256:...'
     """
     started = time.monotonic()
-    reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
-    if reference.registry is None:
-        raise InvalidReference(
-            f"{reference} names no registry; write it as host[:port]/{reference.name}"
-        )
+    reference = Reference.remote(ref)  # `ubuntu` is docker.io/library/ubuntu, as for docker
     wanted = Platform.parse(platform) if isinstance(platform, str) else platform
     layout_tag = tag or reference.tag or DEFAULT_TAG
     own_client = client is None

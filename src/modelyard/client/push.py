@@ -19,7 +19,7 @@ from typing import Any
 from modelyard.client.locations import BlobLocations
 from modelyard.client.progress import ByteProgress, Progress
 from modelyard.client.registry import RegistryClient
-from modelyard.errors import InvalidReference, LayoutError
+from modelyard.errors import LayoutError
 from modelyard.oci import mediatypes as mt
 from modelyard.oci.descriptor import Descriptor
 from modelyard.oci.layout import Layout, is_layout
@@ -145,11 +145,7 @@ def push_layout(
         'sha256:...'
     """
     started = time.monotonic()
-    reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
-    if reference.registry is None:
-        raise InvalidReference(
-            f"{reference} names no registry; write it as host[:port]/{reference.name}"
-        )
+    reference = Reference.remote(ref)  # `ubuntu` is docker.io/library/ubuntu, as for docker
     layout = Layout.open(layout_dir)
     root = _select(layout, tag, reference)
     if reference.digest and reference.digest != root.digest:
@@ -287,7 +283,7 @@ def push(
         return push_layout(source, tag, ref, **kwargs)
     from modelyard.pack import pack
 
-    reference = ref if isinstance(ref, Reference) else Reference.parse(ref)
+    reference = Reference.remote(ref)
     image_tag = tag or reference.tag or DEFAULT_TAG
     tmp = Path(tempfile.mkdtemp(prefix="modelyard-push-"))
     try:

@@ -24,7 +24,6 @@ from modelyard.errors import (
     FileNotInImage,
     InvalidEStargz,
     InvalidLayer,
-    InvalidReference,
     ModelyardError,
     RemoteNotFound,
 )
@@ -108,11 +107,7 @@ class RemoteImage:
         plain_http: bool | None = None,
         insecure: bool = False,
     ) -> None:
-        self.ref = ref if isinstance(ref, Reference) else Reference.parse(ref)
-        if self.ref.registry is None:
-            raise InvalidReference(
-                f"{self.ref} names no registry; write it as host[:port]/{self.ref.name}"
-            )
+        self.ref = Reference.remote(ref)  # `ubuntu` is docker.io/library/ubuntu, as for docker
         self._own_client = client is None
         self.client = client or RegistryClient(
             self.ref.registry, plain_http=plain_http, insecure=insecure

@@ -125,6 +125,14 @@ class Reference:
                 name = validate_name(f"{_OFFICIAL}/{name}")
         return cls(registry, name, ref.tag, ref.digest)
 
+    @classmethod
+    def remote(cls, ref: str | Reference) -> Reference:
+        """`ref` (a string or a Reference) with Docker's defaults filled in: what every entry
+        point that talks to a registry goes by (`parse_remote`)."""
+        if isinstance(ref, Reference):
+            return ref if ref.registry else cls.parse_remote(str(ref))
+        return cls.parse_remote(ref)
+
     @property
     def canonical(self) -> str:
         """The full form Docker shows: `docker.io/library/ubuntu:latest`."""
