@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from modelyard.cli.transfer import _tls_hint, _trust
+from modelyard.cli.transfer import _connection_options, _tls_hint, _trust
 
 
 @click.command("login")
@@ -17,18 +17,7 @@ from modelyard.cli.transfer import _tls_hint, _trust
     "--password", "-p", help="Password; prefer --password-stdin (this one is seen by ps)."
 )
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option(
-    "--plain-http/--https",
-    default=None,
-    help="Speak HTTP or HTTPS. Default: HTTP for localhost and 127.0.0.1, HTTPS elsewhere.",
-)
-@click.option(
-    "--ca-cert",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Also trust the CA certificates of this PEM file.",
-)
-@click.option("--insecure", is_flag=True, help="Use HTTPS without verifying the certificate.")
+@_connection_options
 def login(
     server: str | None,
     username: str | None,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-_TRANSPORT_OPTIONS = [
+_CONNECTION_OPTIONS = [
     click.option(
         "--plain-http/--https",
         default=None,
@@ -26,6 +26,9 @@ _TRANSPORT_OPTIONS = [
     click.option(
         "--insecure", is_flag=True, help="Use HTTPS without verifying the TLS certificate."
     ),
+]
+_TRANSPORT_OPTIONS = [
+    *_CONNECTION_OPTIONS,
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
 ]
@@ -33,6 +36,13 @@ _TRANSPORT_OPTIONS = [
 
 def _transport_options(fn: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(_TRANSPORT_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _connection_options(fn: click.decorators.FC) -> click.decorators.FC:
+    """--plain-http/--https, --ca-cert, --insecure: how to reach a registry."""
+    for option in reversed(_CONNECTION_OPTIONS):
         fn = option(fn)
     return fn
 

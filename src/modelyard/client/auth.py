@@ -199,19 +199,30 @@ def find_credentials(registry: str) -> Credentials | None:
     return None
 
 
-def _from_helper(helper: str, server: str) -> Credentials | None:
-    """Ask `docker-credential-HELPER get` for `server`'s credentials (None if it has none)."""
+def call_helper(
+    helper: str, action: str, payload: str, server: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `docker-credential-HELPER ACTION` (get, store, erase) with `payload` on stdin.
+
+    Raises:
+        AuthenticationError: the helper is not installed, or could not be run.
+    """
     exe = shutil.which(f"docker-credential-{helper}")
     if exe is None:
         raise AuthenticationError(
             server, f"credential helper docker-credential-{helper} is configured but not found"
         )
     try:
-        proc = subprocess.run(
-            [exe, "get"], input=server.encode(), capture_output=True, timeout=60, check=False
+        return subprocess.run(
+            [exe, action], input=payload.encode(), capture_output=True, timeout=60, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AuthenticationError(server, f"credential helper {helper} failed: {exc}") from exc
+
+
+def _from_helper(helper: str, server: str) -> Credentials | None:
+    """Ask `docker-credential-HELPER get` for `server`'s credentials (None if it has none)."""
+    proc = call_helper(helper, "get", server, server)
     if proc.returncode != 0:
         message = proc.stdout.decode(errors="replace").strip()
         if "credentials not found" in message.lower():

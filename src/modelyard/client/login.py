@@ -16,13 +16,11 @@ import base64
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelyard.client.auth import DOCKER_HUB, Credentials, _normalize_key
+from modelyard.client.auth import DOCKER_HUB, Credentials, _normalize_key, call_helper
 from modelyard.client.registry import RegistryClient
 from modelyard.errors import AuthenticationError
 
@@ -103,17 +101,7 @@ def _helper_for(doc: dict[str, Any], key: str) -> str | None:
 
 def _run_helper(helper: str, action: str, payload: str, server: str) -> bool:
     """Run `docker-credential-HELPER ACTION`; False if the helper had no such credentials."""
-    exe = shutil.which(f"docker-credential-{helper}")
-    if exe is None:
-        raise AuthenticationError(
-            server, f"credential helper docker-credential-{helper} is configured but not found"
-        )
-    try:
-        proc = subprocess.run(
-            [exe, action], input=payload.encode(), capture_output=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthenticationError(server, f"credential helper {helper} failed: {exc}") from exc
+    proc = call_helper(helper, action, payload, server)
     if proc.returncode != 0:
         message = (proc.stdout or proc.stderr).decode(errors="replace").strip()
         if "credentials not found" in message.lower():
