@@ -205,14 +205,20 @@ class Batcher:
                     return
                 batch, alone = taken
                 try:
-                    self._run_batch(batch, self._run_alone if alone else self._run)
+                    answer = self._run_batch(batch, self._run_alone if alone else self._run)
                 finally:
                     with self._lock:
                         self._idle += 1
+                # Answered once this instance counts as idle: a request sent in reply to the
+                # answer then finds the model quiet and may run alone.
+                self._call_soon(*answer)
         finally:
             self._call_soon(self._instance_stopped)
 
-    def _run_batch(self, batch: list[_Item], run: Callable[[list[Prepared]], list[Any]]) -> None:
+    def _run_batch(
+        self, batch: list[_Item], run: Callable[[list[Prepared]], list[Any]]
+    ) -> tuple[Any, ...]:
+        """Run one batch; returns the callback (and its arguments) that answers its requests."""
         now = time.perf_counter()
         metrics = self._metrics
         for item in batch:
@@ -224,9 +230,8 @@ class Batcher:
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
         except Exception as exc:  # the pipeline's error goes to each request of the batch
-            self._call_soon(_fail, batch, exc)
-        else:
-            self._call_soon(_deliver, batch, results)
+            return _fail, batch, exc
+        return _deliver, batch, results
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
