@@ -7,14 +7,13 @@ health, metrics and OpenAPI (`handlers/ops.py`).
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
 from modelyard.serve.config import ServeConfig
@@ -36,11 +35,8 @@ class InferenceFirst:
 
     def __init__(self, app: Starlette, routes: list[tuple[str, LeanEndpoint]]) -> None:
         self.app = app
-        self.state = app.state
-        self._routes = [
-            (re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"), endpoint)
-            for path, endpoint in routes
-        ]
+        # starlette's own path patterns: the same matches as the routes behind
+        self._routes = [(compile_path(path)[0], endpoint) for path, endpoint in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

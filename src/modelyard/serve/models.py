@@ -179,7 +179,6 @@ class ModelManager:
             return
         slot.load_seconds = time.perf_counter() - started
         slot.pipeline = pipeline
-        slot.resident_bytes = max(resident, floor)
         slot.batcher = Batcher(
             slot.name,
             pipeline.run,
@@ -191,7 +190,7 @@ class ModelManager:
         slot.last_used = time.monotonic()
         slot.state, slot.error, slot.loading = State.READY, None, None
         self.metrics.load_seconds.observe(slot.load_seconds, model=slot.name)
-        self._set_size(slot, slot.resident_bytes)
+        self._set_size(slot, max(resident, floor))
         log.info(
             "model %s READY in %.3f s, %d bytes resident",
             slot.name,

@@ -136,11 +136,6 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {exc}", 400) from exc
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body, refusing bodies over `limit` bytes before reading them all."""
-    return parse_json(await read_body(request.scope["headers"], request.receive, limit))
-
-
 class LeanEndpoint:
     """An ASGI endpoint around a `LeanHandler`: reads the body on demand, answers its JSON."""
 
@@ -159,9 +154,7 @@ class LeanEndpoint:
             content = await self.handler(self.runner, scope.get("path_params", {}), read)
         except ClientGone:
             return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (cancellation is a BaseException: it passes)
             await error_response(exc)(scope, receive, send)
             return
         body = _dumps(content)

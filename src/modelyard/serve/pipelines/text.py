@@ -33,12 +33,12 @@ def split_by_length(lengths: list[int], run_cost: int = RUN_COST_TOKENS) -> list
     """Indices of `lengths` grouped into runs, shortest first, to pad as little as pays.
 
     A run of n sequences is padded to its longest, l, and costs `run_cost + n * l`; the groups
-    are the contiguous slices (in length order) with the least total cost. On MiniLM int8 and
-    batches of 16 sentences of 14-20 tokens, one padded run wasted 17% of its tokens; split
-    this way a batch ran 5-10% faster.
+    are the contiguous slices (in length order) with the least total cost. On batches of 16
+    sentences of 14-20 tokens (MiniLM's tokenizer) one padded run held 1.17 tokens per real
+    token; split this way, 1.06.
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    best = [0] + [0] * len(order)  # best[j]: least cost of the first j sequences in order
+    best = [0] * (len(order) + 1)  # best[j]: least cost of the first j sequences in order
     start = [0] * (len(order) + 1)  # start[j]: where the last run of that best split begins
     for j in range(1, len(order) + 1):
         longest = lengths[order[j - 1]]
