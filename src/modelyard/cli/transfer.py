@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -34,17 +34,22 @@ _TRANSPORT_OPTIONS = [
 ]
 
 
-def _transport_options(fn: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed(_TRANSPORT_OPTIONS):
-        fn = option(fn)
-    return fn
+def _stacked(
+    options: list[Callable[[click.decorators.FC], click.decorators.FC]],
+) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """One decorator applying `options` in order, as if written one above the other."""
+
+    def decorate(fn: click.decorators.FC) -> click.decorators.FC:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
-def _connection_options(fn: click.decorators.FC) -> click.decorators.FC:
-    """--plain-http/--https, --ca-cert, --insecure: how to reach a registry."""
-    for option in reversed(_CONNECTION_OPTIONS):
-        fn = option(fn)
-    return fn
+#: --plain-http/--https, --ca-cert, --insecure: how to reach a registry (login takes these).
+_connection_options = _stacked(_CONNECTION_OPTIONS)
+_transport_options = _stacked(_TRANSPORT_OPTIONS)
 
 
 def _trust(ca_cert: str | None) -> None:

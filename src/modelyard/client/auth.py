@@ -38,8 +38,9 @@ import httpx
 from modelyard.errors import AuthenticationError
 
 DOCKER_HUB = "docker.io"
-#: The key `docker login` writes for Docker Hub.
-_DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io")
+#: The key `docker login` writes for Docker Hub, and the other names its entries go by.
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+_DOCKER_HUB_KEYS = (DOCKER_HUB_KEY, "index.docker.io", "registry-1.docker.io")
 #: Tokens are refreshed this many seconds before they expire.
 _EXPIRY_MARGIN = 10.0
 _DEFAULT_TOKEN_LIFETIME = 60.0
@@ -110,11 +111,19 @@ def _config_files() -> list[Path]:
         files.append(Path(env))
     if runtime := os.environ.get("XDG_RUNTIME_DIR"):
         files.append(Path(runtime) / "containers" / "auth.json")
-    docker_dir = os.environ.get("DOCKER_CONFIG")
-    files.append(
-        Path(docker_dir) / "config.json" if docker_dir else Path.home() / ".docker" / "config.json"
-    )
+    files.append(docker_config_file())
     return files
+
+
+def docker_config_file() -> Path:
+    """`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`."""
+    docker_dir = os.environ.get("DOCKER_CONFIG")
+    return (Path(docker_dir) if docker_dir else Path.home() / ".docker") / "config.json"
+
+
+def is_docker_hub(host: str) -> bool:
+    """True for `docker.io` and the other names of Docker Hub in logins (`host` normalised)."""
+    return host == DOCKER_HUB or host in (_normalize_key(k) for k in _DOCKER_HUB_KEYS)
 
 
 def _normalize_key(key: str) -> str:
@@ -166,7 +175,7 @@ def find_credentials(registry: str) -> Credentials | None:
             configured credential helper is missing or fails.
     """
     wanted = {registry}
-    if registry in (DOCKER_HUB, *_DOCKER_HUB_KEYS):
+    if is_docker_hub(_normalize_key(registry)):
         wanted |= {DOCKER_HUB, *(_normalize_key(k) for k in _DOCKER_HUB_KEYS)}
     for path in _config_files():
         try:

@@ -20,12 +20,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelyard.client.auth import DOCKER_HUB, Credentials, _normalize_key, call_helper
+from modelyard.client.auth import (
+    DOCKER_HUB,
+    DOCKER_HUB_KEY,
+    Credentials,
+    _normalize_key,
+    call_helper,
+    docker_config_file,
+    is_docker_hub,
+)
 from modelyard.client.registry import RegistryClient
 from modelyard.errors import AuthenticationError
-
-#: The `auths` key `docker login` writes for Docker Hub.
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
 
 def server_key(server: str | None) -> str:
@@ -33,9 +38,7 @@ def server_key(server: str | None) -> str:
     if not server:
         return DOCKER_HUB_KEY
     host = _normalize_key(server)
-    if host in (DOCKER_HUB, "index.docker.io", "registry-1.docker.io"):
-        return DOCKER_HUB_KEY
-    return host
+    return DOCKER_HUB_KEY if is_docker_hub(host) else host
 
 
 def registry_of(key: str) -> str:
@@ -47,10 +50,7 @@ def auth_file() -> Path:
     """The file logins go to: `$REGISTRY_AUTH_FILE`, else Docker's config.json."""
     if env := os.environ.get("REGISTRY_AUTH_FILE"):
         return Path(env)
-    docker_dir = os.environ.get("DOCKER_CONFIG")
-    return (
-        Path(docker_dir) / "config.json" if docker_dir else Path.home() / ".docker" / "config.json"
-    )
+    return docker_config_file()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -171,7 +171,7 @@ def logout(server: str | None) -> bool:
         auths = {}
     found = [k for k in auths if _normalize_key(k) == _normalize_key(key)]
     helper = None if "REGISTRY_AUTH_FILE" in os.environ else _helper_for(doc, key)
-    erased = bool(helper) and _run_helper(helper or "", "erase", key, registry_of(key))
+    erased = _run_helper(helper, "erase", key, registry_of(key)) if helper else False
     if not found:
         return erased
     for k in found:
