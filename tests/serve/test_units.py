@@ -361,10 +361,9 @@ def test_history_counts_within_the_window_and_keeps_sizes(tmp_path: Path) -> Non
 class _LateSession(Pipeline):
     """Serves at once; `after_ready` then holds 64 MiB more, like a second session."""
 
-    started = threading.Event()
-
     def __init__(self) -> None:
         self.extra: Any = None
+        self.started = threading.Event()
         self.release = threading.Event()
 
     def prepare(self, payload: Any) -> Prepared:
@@ -392,7 +391,7 @@ def test_after_ready_work_does_not_hold_up_serving_and_its_memory_counts(
         manager = models.ModelManager(config, Metrics(), None, tmp_path)
         slot = await manager.load("m")
         assert slot.state is models.State.READY
-        await asyncio.to_thread(_LateSession.started.wait, 10)
+        await asyncio.to_thread(pipeline.started.wait, 10)
         assert slot.batcher is not None
         assert await slot.batcher.submit(Prepared("served meanwhile")) == "served meanwhile"
         before = slot.resident_bytes
